@@ -1,0 +1,129 @@
+"""The `mmtune` command: train, search, report, bench. mmtune errors become one line + exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Callable
+
+from mmtune.errors import MMTuneError
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    """Parse KEY=VALUE with a YAML scalar value (3 -> int, 0.5 -> float, true -> bool)."""
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """`mmtune train`: one model, one config."""
+    p = sub.add_parser("train", help="train one model config and write its test metrics")
+    p.add_argument("--model", default="conv_tau", help="simple_lstm | conv_lstm | conv_tau (default conv_tau)")
+    p.add_argument("--preset", default=None, help="a named preset of the model, e.g. seed2023 or small")
+    p.add_argument("--set", dest="model_set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a model config field, e.g. --set kernel_size=3 (repeatable)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--kl-weight", type=float)
+    p.add_argument("--optimizer")
+    p.add_argument("--scheduler")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda before cpu) | cpu | cuda")
+    p.add_argument("--no-fast", action="store_true", help="turn off the GPU fast path (eager fp32)")
+    p.add_argument("--flow", help="conv_tau flow channels: none | farneback | oracle | raft_small | raft_large")
+    p.add_argument("--raft-weights", help="path of the RAFT weights file (for --flow raft_*)")
+    p.add_argument("--digits", default="embedded", help="embedded (offline, default) | torchvision")
+    p.add_argument("--digits-root", help="torchvision MNIST folder")
+    p.add_argument("--num-digits", type=int, default=2)
+    p.add_argument("--train-size", default="10000", help="number of train sequences, or 'online'")
+    p.add_argument("--val-size", type=int, default=1000)
+    p.add_argument("--test-size", type=int, default=2000)
+    p.add_argument("--test-file", help="path of the standard mnist_test_seq.npy to test on")
+    p.add_argument("--out", help="output folder (default runs/train-MODEL-TIME)")
+    p.add_argument("--resume", help="a last.pt checkpoint to continue from")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mmtune.training.config import build_trial
+    from mmtune.training.run import train_one
+
+    train: dict[str, Any] = {"seed": args.seed, "device": args.device, "fast": not args.no_fast}
+    for name in ("epochs", "batch_size", "lr", "weight_decay", "kl_weight", "optimizer", "scheduler", "flow"):
+        if getattr(args, name) is not None:
+            train[name] = getattr(args, name)
+    data: dict[str, Any] = {
+        "digits": args.digits, "digits_root": args.digits_root, "num_digits": args.num_digits,
+        "val_size": args.val_size, "test_size": args.test_size, "test_file": args.test_file,
+        "seed": args.seed,
+    }
+    if args.train_size == "online":
+        data["online"] = True
+    else:
+        try:
+            data["train_size"] = int(args.train_size)
+        except ValueError:
+            raise MMTuneError(f"--train-size must be an integer or 'online', got {args.train_size!r}") from None
+    if args.raft_weights:
+        import os
+
+        os.environ["MMTUNE_RAFT_WEIGHTS"] = args.raft_weights
+    trial = build_trial(args.model, args.preset, dict(args.model_set), train, data)
+    out = args.out or f"runs/train-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = train_one(trial, out, resume=args.resume, progress=not args.quiet)
+    test = summary.get("test")
+    if test:
+        print(f"{args.model}: test mse_frame {test['mse_frame']:.2f} (OpenSTL per-frame), "
+              f"mse_pixel255 {test['mse_pixel255']:.1f} (per-pixel 0-255), ssim {test['ssim']:.4f}")
+    else:
+        print(f"{args.model}: {summary['status']}: {summary['message']}")
+    print(f"wrote {out}/test_metrics.json")
+    return 0 if summary["status"] == "completed" else 3
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train_parser]
+
+
+def _optional_subcommands() -> None:
+    """Subcommands whose modules may add themselves (search, report, bench)."""
+    import importlib
+
+    for mod, fn in (("mmtune.search.cli", "add_parser"), ("mmtune.report.cli", "add_parser"),
+                    ("mmtune.bench.cli", "add_parser")):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        SUBCOMMANDS.append(getattr(m, fn))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mmtune` console script."""
+    _optional_subcommands()
+    parser = argparse.ArgumentParser(prog="mmtune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MMTuneError as exc:
+        print(f"mmtune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmtune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

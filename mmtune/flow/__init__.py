@@ -1,0 +1,16 @@
+"""Optical-flow input channels for ConvTAU (placeholder until the flow estimators land)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmtune.errors import MMTuneError
+
+FLOW_ESTIMATORS = ("none",)
+
+
+def flow_inputs(data: object, split: str, estimator: str, epoch: int = 0) -> np.ndarray | None:
+    """Flow channels (N, 10, 2, 64, 64) float16 of a split, or None for estimator "none"."""
+    if estimator == "none":
+        return None
+    raise MMTuneError(f"unknown flow estimator {estimator!r}; expected one of {list(FLOW_ESTIMATORS)}")

@@ -1,0 +1,145 @@
+"""A fully connected baseline: per-frame dense encoder → LSTM → dense decoder, rolled out.
+
+The frame is flattened, so the model knows nothing about space; it is the floor the
+convolutional models should beat.
+
+Example:
+    >>> import torch
+    >>> from mmtune.models import get_model, make_model_config
+    >>> model = get_model("simple_lstm", make_model_config("simple_lstm", preset="small"))
+    >>> model(torch.rand(2, 10, 1, 64, 64)).shape
+    torch.Size([2, 10, 1, 64, 64])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmtune.errors import MMTuneError
+from mmtune.models._layers import check_common, check_fraction, check_input, check_int
+from mmtune.models.registry import register_model
+
+FRAME_SIZE = 64  # the dense layers fix the frame size: 64 × 64 = 4096 inputs
+
+
+@dataclass(frozen=True)
+class SimpleLSTMConfig:
+    """Tunable knobs of `simple_lstm`.
+
+    Args:
+        dense1: Width of the first dense layer of the frame encoder (and last of the decoder).
+        dense2: Width of the second dense layer; the LSTM's input size.
+        hidden: LSTM hidden size.
+        num_layers: Stacked LSTM layers.
+        dropout: Dropout after each hidden dense layer and between LSTM layers, in [0, 1).
+        in_channels: Channels per input frame; only 1 (the frame, no optical flow).
+        t_in: Input frames.
+        t_out: Predicted frames.
+    """
+
+    dense1: int = 1024
+    dense2: int = 256
+    hidden: int = 256
+    num_layers: int = 1
+    dropout: float = 0.0
+    in_channels: int = 1
+    t_in: int = 10
+    t_out: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("dense1", "dense2", "hidden", "num_layers"):
+            check_int(name, getattr(self, name))
+        check_fraction("dropout", self.dropout)
+        check_common(self.in_channels, self.t_in, self.t_out, "simple_lstm")
+
+
+class FrameEncoder(nn.Module):
+    """Flattened frame → dense1 → ReLU → dense2 → ReLU."""
+
+    def __init__(self, dense1: int, dense2: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(FRAME_SIZE * FRAME_SIZE, dense1),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dense1, dense2),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (..., 4096) -> (..., dense2)
+        return self.net(x)
+
+
+class FrameDecoder(nn.Module):
+    """LSTM output → dense2 → ReLU → dense1 → ReLU → 4096 → sigmoid (pixels in [0, 1])."""
+
+    def __init__(self, hidden: int, dense2: int, dense1: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(hidden, dense2),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dense2, dense1),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dense1, FRAME_SIZE * FRAME_SIZE),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # (..., hidden) -> (..., 4096)
+        return self.net(h)
+
+
+class SimpleLSTM(nn.Module):
+    """Dense encoder → LSTM → dense decoder, autoregressive without teacher forcing.
+
+    The LSTM reads the `t_in` encoded input frames; its last output is decoded into the
+    first prediction, which is encoded and fed back for the next step, `t_out - 1` times.
+    The output goes through a sigmoid, so pixels lie in [0, 1].
+    """
+
+    def __init__(self, cfg: SimpleLSTMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = FrameEncoder(cfg.dense1, cfg.dense2, cfg.dropout)
+        self.lstm = nn.LSTM(
+            cfg.dense2,
+            cfg.hidden,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            # nn.LSTM only drops out between layers, and warns if asked to with one layer
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        self.decoder = FrameDecoder(cfg.hidden, cfg.dense2, cfg.dense1, cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predict (B, t_out, 1, 64, 64) from x of shape (B, t_in, 1, 64, 64)."""
+        check_input(x, self.cfg.t_in, self.cfg.in_channels, FRAME_SIZE, "simple_lstm")
+        b, t = x.shape[:2]
+        if x.shape[3:] != (FRAME_SIZE, FRAME_SIZE):
+            raise MMTuneError(f"simple_lstm expects 64 × 64 frames, got {tuple(x.shape[3:])}")
+        z = self.encoder(x.reshape(b, t, -1))  # (B, t_in, dense2)
+        out, state = self.lstm(z)  # (B, t_in, hidden)
+        frame = self.decoder(out[:, -1])  # (B, 4096)
+        frames = [frame]
+        for _ in range(self.cfg.t_out - 1):
+            out, state = self.lstm(self.encoder(frame).unsqueeze(1), state)  # (B, 1, hidden)
+            frame = self.decoder(out[:, -1])  # (B, 4096)
+            frames.append(frame)
+        return torch.stack(frames, dim=1).view(b, self.cfg.t_out, 1, FRAME_SIZE, FRAME_SIZE)
+
+
+@register_model(
+    "simple_lstm",
+    SimpleLSTMConfig,
+    presets={"small": {"model": {"dense1": 256, "dense2": 64, "hidden": 64}, "train": {}}},
+)
+def build_simple_lstm(cfg: SimpleLSTMConfig) -> SimpleLSTM:
+    """Build the dense LSTM baseline from its config."""
+    return SimpleLSTM(cfg)

@@ -1,0 +1,131 @@
+"""Typed configs of one training run: what to train (model), how (train), on what (data)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmtune.data.datasets import DataConfig
+from mmtune.errors import MMTuneError
+from mmtune.models import get_entry, make_model_config, preset_train_overrides
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("onecycle", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+# TAU's loss carries the differential divergence by default (OpenSTL: 0.1); the others do not.
+DEFAULT_KL_WEIGHT = {"conv_tau": 0.1}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained. Defaults: AdamW + OneCycle, lr 1e-3, 5 epochs, batch 16."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    scheduler: str = "onecycle"
+    kl_weight: float | None = None  # None: the model's default (conv_tau 0.1, others 0)
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    device: str = "auto"
+    fast: bool = True  # bf16 autocast and the other GPU speed-ups; no effect on CPU
+    flow: str = "none"  # optical-flow channels for conv_tau: none | farneback | oracle | raft_*
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "epochs", "batch_size", "eval_batch_size")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr):
+            raise MMTuneError(f"lr must be a positive number, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise MMTuneError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.kl_weight is not None and self.kl_weight < 0:
+            raise MMTuneError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise MMTuneError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise MMTuneError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+
+
+def _positive_int(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MMTuneError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one training run needs; checkpoints carry it beside the weights."""
+
+    model: str
+    model_cfg: Any
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def kl_weight(self) -> float:
+        """The effective KL weight (the model's default when the train config leaves it open)."""
+        if self.train.kl_weight is not None:
+            return float(self.train.kl_weight)
+        return DEFAULT_KL_WEIGHT.get(self.model, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-able) of this config."""
+        return {
+            "model": self.model,
+            "model_cfg": dataclasses.asdict(self.model_cfg),
+            "train": dataclasses.asdict(self.train),
+            "data": dataclasses.asdict(self.data),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
+        """Inverse of to_dict; unknown keys are rejected by name."""
+        unknown = sorted(set(d) - {"model", "model_cfg", "train", "data"})
+        if unknown:
+            raise MMTuneError(f"unknown trial config key(s) {unknown}")
+        return cls(
+            model=d["model"],
+            model_cfg=make_model_config(d["model"], **d.get("model_cfg", {})),
+            train=_build(TrainConfig, d.get("train", {}), "train"),
+            data=DataConfig.from_dict(d.get("data", {})),
+        )
+
+
+def _build(cls: type, values: dict[str, Any], what: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise MMTuneError(f"unknown {what} config key(s) {unknown}; expected some of {sorted(known)}")
+    return cls(**values)
+
+
+def build_trial(
+    model: str,
+    preset: str | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    data_overrides: dict[str, Any] | None = None,
+) -> TrialConfig:
+    """Build a TrialConfig from a model name, an optional preset and per-section overrides.
+
+    A preset sets both model fields and training fields (lr, batch size, ...); explicit
+    overrides win. With a flow estimator, conv_tau gets its 2 extra input channels.
+
+    Example:
+        >>> trial = build_trial("conv_tau", preset="seed2023", train_overrides={"epochs": 1})
+    """
+    get_entry(model)
+    train_values = {**preset_train_overrides(model, preset), **(train_overrides or {})}
+    train = _build(TrainConfig, train_values, "train")
+    model_values = dict(model_overrides or {})
+    if train.flow != "none":
+        if model != "conv_tau":
+            raise MMTuneError(f"flow is a conv_tau option; model {model!r} takes no flow (use --flow none)")
+        model_values.setdefault("in_channels", 3)
+    model_cfg = make_model_config(model, preset=preset, **model_values)
+    return TrialConfig(model, model_cfg, train, DataConfig.from_dict(data_overrides or {}))

@@ -1,0 +1,282 @@
+"""One training loop for every model: fit, evaluate, checkpoint, resume.
+
+The loop is a plain function. Ray Tune sees it through `on_epoch`, which receives each
+epoch's metrics and can persist a checkpoint; `mmtune train` uses the same path.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mmtune.data.datasets import T_IN, MovingMNIST
+from mmtune.flow import flow_inputs
+from mmtune.metrics import MetricAccumulator, VideoLoss
+from mmtune.models import get_model
+from mmtune.training.checkpoint import load_checkpoint, save_checkpoint
+from mmtune.training.config import TrialConfig
+
+
+@dataclass
+class EpochResult:
+    """Metrics of one finished epoch."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    val: dict[str, Any]
+    seconds: float  # wall time of this epoch's training + validation
+    train_seconds: float
+    status: str = "ok"  # ok | diverged
+
+    @property
+    def val_mse(self) -> float:
+        """Validation MSE, OpenSTL per-frame convention."""
+        return float(self.val.get("mse_frame", math.nan))
+
+
+@dataclass
+class FitResult:
+    """What a finished (or stopped) fit leaves behind."""
+
+    status: str  # completed | diverged
+    history: list[EpochResult] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_mse: float = math.inf
+    message: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" picks cuda before cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from mmtune.errors import MMTuneError
+
+        raise MMTuneError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+class Batches:
+    """A split held as uint8 frames (+ optional flow), cut into float batches on the device."""
+
+    def __init__(self, frames: np.ndarray, flow: np.ndarray | None, device: torch.device) -> None:
+        self.frames = torch.from_numpy(np.ascontiguousarray(frames))
+        self.flow = None if flow is None else torch.from_numpy(np.ascontiguousarray(flow))
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y): x (B, 10, C, 64, 64) inputs (+ flow channels), y (B, 10, 1, 64, 64) targets."""
+        clip = self.frames[idx].to(self.device, non_blocking=True).float().div_(255.0).unsqueeze(2)
+        x, y = clip[:, :T_IN], clip[:, T_IN:]  # (B, 10, 1, H, W) each
+        if self.flow is not None:
+            x = torch.cat([x, self.flow[idx].to(self.device).float()], dim=2)
+        return x, y
+
+    def iterate(self, batch_size: int, order: torch.Tensor | None = None):
+        """Yield (x, y) batches in `order` (default: sequential)."""
+        order = torch.arange(len(self)) if order is None else order
+        for lo in range(0, len(order), batch_size):
+            yield self.get(order[lo : lo + batch_size])
+
+
+def build_optimizer(trial: TrialConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA with the fast path), Adam or SGD, as the train config says."""
+    t = trial.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "adamw":
+        fused = device.type == "cuda" and t.fast
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+
+
+def build_scheduler(trial: TrialConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Per-step schedule: OneCycle (the default), cosine, or constant."""
+    total = max(1, trial.train.epochs * steps_per_epoch)
+    if trial.train.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=trial.train.lr, total_steps=total)
+    if trial.train.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _autocast(device: torch.device, fast: bool):
+    """bf16 autocast on CUDA with the fast path; a no-op context elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=fast and device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: Batches, batch_size: int, fast: bool = False
+) -> dict[str, Any]:
+    """All metrics of `model` on a split (see mmtune.metrics), with per-horizon lists."""
+    model.eval()
+    acc = MetricAccumulator()
+    for x, y in batches.iterate(batch_size):
+        with _autocast(batches.device, fast):
+            pred = model(x)
+        acc.update(pred.float().clamp_(0, 1), y)
+    return acc.compute()
+
+
+class Trainer:
+    """State of one run: model, optimizer, scheduler, data; `fit()` runs the epochs."""
+
+    def __init__(self, trial: TrialConfig, data: MovingMNIST | None = None, progress: bool = True) -> None:
+        self.trial = trial
+        self.device = resolve_device(trial.train.device)
+        self.data = data or MovingMNIST(trial.data)
+        self.progress = progress
+        torch.manual_seed(trial.train.seed)
+        self.model = get_model(trial.model, trial.model_cfg).to(self.device)
+        self.loss_fn = VideoLoss(kl_weight=trial.kl_weight)
+        self.train_size = trial.data.train_size
+        self.steps_per_epoch = math.ceil(self.train_size / trial.train.batch_size)
+        self.optimizer = build_optimizer(trial, self.model, self.device)
+        self.scheduler = build_scheduler(trial, self.optimizer, self.steps_per_epoch)
+        self.epoch = 0  # epochs completed
+        self.history: list[EpochResult] = []
+        self.best_val_mse = math.inf
+        self.best_epoch: int | None = None
+        self._val: Batches | None = None
+        self._train: Batches | None = None
+
+    # -- data -------------------------------------------------------------------------------
+    def split(self, name: str, epoch: int = 0) -> Batches:
+        """A split's batches, with the flow channels the config asks for."""
+        frames = self.data.frames(name, epoch)
+        flow = flow_inputs(self.data, name, self.trial.train.flow, epoch)
+        return Batches(frames, flow, self.device)
+
+    def _train_batches(self, epoch: int) -> Batches:
+        if self._train is None or self.trial.data.online:
+            self._train = self.split("train", epoch)
+        return self._train
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue identically."""
+        return {
+            "trial": self.trial.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "best_val_mse": self.best_val_mse,
+            "best_epoch": self.best_epoch,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from `state_dict()` output."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.best_val_mse = float(state["best_val_mse"])
+        self.best_epoch = state["best_epoch"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint of the current state."""
+        return save_checkpoint(self.state_dict(), path)
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by `save()`."""
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+
+    # -- epochs -----------------------------------------------------------------------------
+    def train_epoch(self) -> tuple[float, str]:
+        """One pass over the training split; returns (mean loss, status)."""
+        epoch = self.epoch
+        batches = self._train_batches(epoch)
+        gen = torch.Generator().manual_seed(self.trial.train.seed * 100_003 + epoch)
+        order = torch.randperm(len(batches), generator=gen)
+        self.model.train()
+        total, count = 0.0, 0
+        bar = tqdm(
+            batches.iterate(self.trial.train.batch_size, order),
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{self.trial.train.epochs}",
+            disable=not self.progress,
+            file=sys.stderr,
+            leave=False,
+        )
+        fast = self.trial.train.fast
+        for x, y in bar:
+            with _autocast(self.device, fast):
+                pred = self.model(x)
+                loss, _ = self.loss_fn(pred.float(), y)
+            if not torch.isfinite(loss):
+                bar.close()
+                return math.nan, "diverged"
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.trial.train.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.trial.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            total += float(loss) * len(x)
+            count += len(x)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1), "ok"
+
+    def fit(self, on_epoch: Callable[[EpochResult, Trainer], None] | None = None) -> FitResult:
+        """Train until `epochs`, validating every epoch; stop with status "diverged" on NaN/inf."""
+        val = self.split("val")
+        while self.epoch < self.trial.train.epochs:
+            t0 = time.perf_counter()
+            loss, status = self.train_epoch()
+            t_train = time.perf_counter() - t0
+            metrics = evaluate(self.model, val, self.trial.train.eval_batch_size, self.trial.train.fast)
+            if status == "ok" and not math.isfinite(metrics["mse_frame"]):
+                status = "diverged"
+            self.epoch += 1
+            result = EpochResult(self.epoch, loss, metrics, time.perf_counter() - t0, t_train, status)
+            if status == "ok" and result.val_mse < self.best_val_mse:
+                self.best_val_mse, self.best_epoch = result.val_mse, self.epoch
+            self.history.append(result)
+            if self.progress:
+                print(
+                    f"epoch {self.epoch}/{self.trial.train.epochs}  train_loss {loss:.5f}  "
+                    f"val mse_frame {result.val_mse:.2f}  mse_pixel255 {metrics['mse_pixel255']:.1f}  "
+                    f"({result.seconds:.1f}s)",
+                    file=sys.stderr,
+                )
+            if on_epoch is not None:
+                on_epoch(result, self)
+            if status == "diverged":
+                return FitResult(
+                    "diverged", self.history, self.best_epoch, self.best_val_mse,
+                    f"loss became NaN/inf in epoch {self.epoch}; lower the lr (now {self.trial.train.lr})",
+                )
+        return FitResult("completed", self.history, self.best_epoch, self.best_val_mse)
+
+    def test(self) -> dict[str, Any]:
+        """All metrics on the held-out test split."""
+        return evaluate(self.model, self.split("test"), self.trial.train.eval_batch_size, self.trial.train.fast)
+
+    @torch.no_grad()
+    def predict(self, split: str = "test", n: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs, truth, prediction) of the first `n` clips of a split, each (n, 10, 64, 64) in [0,1]."""
+        self.model.eval()
+        x, y = self.split(split).get(torch.arange(n))
+        with _autocast(self.device, self.trial.train.fast):
+            pred = self.model(x).float().clamp(0, 1)
+        return x[:, :, 0].cpu().numpy(), y[:, :, 0].cpu().numpy(), pred[:, :, 0].cpu().numpy()

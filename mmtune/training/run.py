@@ -1,0 +1,83 @@
+"""`mmtune train`: train one config, then write its test metrics (JSON) and a frame strip (PNG)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mmtune.report.strips import save_strip
+from mmtune.training.config import TrialConfig
+from mmtune.training.loop import Trainer
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf become None so the JSON stays standard."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Write JSON atomically, NaN-free."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train `trial`, evaluate the best checkpoint on the test split and write the results.
+
+    Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png.
+
+    Returns:
+        The dict written to test_metrics.json.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    trainer = Trainer(trial, progress=progress)
+    if resume:
+        trainer.resume(resume)
+    print(f"training {trial.model} on {trainer.device} for {trial.train.epochs} epochs "
+          f"({trial.data.train_size} train sequences) -> {out}", file=sys.stderr)
+
+    def on_epoch(result, tr: Trainer) -> None:
+        tr.save(out / "last.pt")
+        if result.status == "ok" and tr.best_epoch == result.epoch:
+            tr.save(out / "best.pt")
+
+    fit = trainer.fit(on_epoch)
+    history = [
+        {"epoch": r.epoch, "train_loss": r.train_loss, "val": r.val, "seconds": r.seconds, "status": r.status}
+        for r in fit.history
+    ]
+    write_json(history, out / "history.json")
+    summary: dict[str, Any] = {
+        "model": trial.model,
+        "status": fit.status,
+        "message": fit.message,
+        "best_epoch": fit.best_epoch,
+        "config": trial.to_dict(),
+        "device": str(trainer.device),
+        "wall_seconds": None,
+        "units": {
+            "mse_frame": "per-frame MSE: sum over 64x64 pixels in [0,1], mean over frames (OpenSTL)",
+            "mse_pixel255": "per-pixel MSE on the 0-255 scale",
+        },
+    }
+    if fit.best_epoch is not None:
+        trainer.resume(out / "best.pt")
+        summary["test"] = trainer.test()
+        inputs, truth, pred = trainer.predict("test", n=1)
+        save_strip(inputs[0], truth[0], pred[0], out / "strip.png")
+    summary["wall_seconds"] = time.perf_counter() - t0
+    write_json(summary, out / "test_metrics.json")
+    return summary
