@@ -28,21 +28,18 @@ def _check_temperature(temperature: float) -> None:
 
 
 def differential_divergence(pred: Tensor, true: Tensor, temperature: float = 0.1) -> Tensor:
-    """TAU's differential divergence: KL between softmaxed frame differences.
+    """TAU's differential divergence: KL between softmaxed frame differences (OpenSTL's scale).
 
     For prediction and target, ``d_t = x[:, t+1] - x[:, t]`` (T-1 differences per sample) is
-    flattened over ``C*H*W`` and mapped to ``softmax(d_t / temperature)``. The result is
+    flattened over ``C*H*W`` and mapped to ``softmax(d_t / temperature)``. As in OpenSTL's
+    ``diff_div_reg`` (the reference TAU code), the result is
 
-        ``KL(softmax(true_diff / temperature) || softmax(pred_diff / temperature))``
+        ``KL(softmax(pred_diff / temperature) || softmax(true_diff / temperature))``
 
-    i.e. the target's distribution is the reference ``P`` and the prediction's is ``Q``, in
-    ``sum P * (log P - log Q)``, summed over pixels and averaged over the ``B * (T-1)``
-    (sample, difference) pairs. Both softmaxes are taken as ``log_softmax`` so no ``log(0)``
-    or epsilon is involved; inputs are upcast to float32.
-
-    Note: OpenSTL's ``diff_div_reg`` uses the other direction, ``KL(pred || true)``, and a
-    plain ``.mean()`` over pixels as well, so its value is about ``C*H*W`` (4096) times
-    smaller than this one; scale TAU's ``alpha`` accordingly when comparing weights.
+    taken as the mean over all ``B * (T-1) * C*H*W`` terms of ``Q * (log Q - log P)`` (Q the
+    prediction's distribution, P the target's), so that TAU's published weights (alpha 0.1)
+    mean the same here. Softmaxes are computed as ``log_softmax`` (no epsilon); inputs are
+    upcast to float32.
 
     Args:
         pred: Predicted frames, (B, T, C, H, W) with T >= 2.
@@ -70,8 +67,7 @@ def differential_divergence(pred: Tensor, true: Tensor, temperature: float = 0.1
     true_diff = (true[:, 1:] - true[:, :-1]).flatten(start_dim=2)
     log_q = F.log_softmax(pred_diff / temperature, dim=-1)
     log_p = F.log_softmax(true_diff / temperature, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (B, T-1)
-    return kl.mean()
+    return (log_q.exp() * (log_q - log_p)).mean()  # mean over (B, T-1, C*H*W) terms
 
 
 class VideoLoss(nn.Module):

@@ -78,7 +78,7 @@ def num_groups(channels: int, max_groups: int) -> int:
 
 
 class ConvNormAct(nn.Module):
-    """Conv k×k (stride 1 or 2) → GroupNorm → activation; `upsample` doubles H, W by PixelShuffle."""
+    """Conv k×k (stride 1 or 2) → GroupNorm → activation; `upsample` doubles H, W (PixelShuffle)."""
 
     def __init__(
         self,
@@ -110,7 +110,7 @@ class ConvNormAct(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zero a whole residual branch per sample with probability `p` in training."""
+    """Stochastic depth: in training, zero a residual branch per sample with probability `p`."""
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()

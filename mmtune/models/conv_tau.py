@@ -97,7 +97,7 @@ class ConvTAUConfig:
 
 
 class Encoder(nn.Module):
-    """N_S ConvNormAct layers with strides 1, 2, 1, 2, ...; also returns the first layer's output."""
+    """N_S ConvNormAct layers, strides 1, 2, 1, 2, ...; also returns the first layer's output."""
 
     def __init__(self, c_in: int, hid: int, n_layers: int, kernel_size: int) -> None:
         super().__init__()

@@ -232,7 +232,7 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.trial.train.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
         return total / max(count, 1), "ok"

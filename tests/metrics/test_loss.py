@@ -60,17 +60,21 @@ def test_kl_hand_computed_direction() -> None:
     kl_true_pred = sum(0.5 * math.log(0.5 / qi) for qi in q.tolist())  # KL(P || Q)
     kl_pred_true = sum(qi * math.log(qi / 0.5) for qi in q.tolist())  # KL(Q || P)
     got = differential_divergence(pred, true, temperature=0.1).item()
-    assert got == pytest.approx(kl_true_pred, rel=1e-5)
-    assert got != pytest.approx(kl_pred_true, rel=1e-3)
+    # OpenSTL's direction KL(pred || true), averaged over the 2 pixel terms
+    assert got == pytest.approx(kl_pred_true / 2, rel=1e-5)
+    assert got != pytest.approx(kl_true_pred / 2, rel=1e-3)
 
 
-def test_kl_matches_torch_kl_div_batchmean() -> None:
+def test_kl_matches_openstl_formula() -> None:
     pred, true = _rand(3, 10, 1, 16, 16, seed=7), _rand(3, 10, 1, 16, 16, seed=8)
     tau = 0.1
     log_q = F.log_softmax((pred[:, 1:] - pred[:, :-1]).reshape(27, -1) / tau, dim=-1)
     log_p = F.log_softmax((true[:, 1:] - true[:, :-1]).reshape(27, -1) / tau, dim=-1)
-    expected = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
-    assert differential_divergence(pred, true, tau).item() == pytest.approx(expected.item())
+    # OpenSTL diff_div_reg: (q * log(q / p)).mean() over every element
+    expected = (log_q.exp() * (log_q - log_p)).mean()
+    via_kl_div = F.kl_div(log_p, log_q, reduction="sum", log_target=True) / log_q.numel()
+    assert differential_divergence(pred, true, tau).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() == pytest.approx(via_kl_div.item(), rel=1e-5)
 
 
 def test_gradient_flows_to_pred() -> None:

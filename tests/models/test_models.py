@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
@@ -119,7 +120,7 @@ def test_duplicate_registration_raises(name: str) -> None:
     ("field", "value"),
     [("in_channels", 2), ("in_channels", 0), ("t_in", 0), ("t_out", 0), ("t_in", 2.5)],
 )
-def test_invalid_common_fields_raise(name: str, field: str, value: object) -> None:
+def test_invalid_common_fields_raise(name: str, field: str, value: Any) -> None:
     with pytest.raises(MMTuneError, match=field):
         make_model_config(name, **{field: value})
 
@@ -153,7 +154,7 @@ def test_invalid_common_fields_raise(name: str, field: str, value: object) -> No
     ],
 )
 def test_invalid_config_raises_naming_the_field(
-    name: str, overrides: dict[str, object], field: str
+    name: str, overrides: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(MMTuneError, match=field) as info:
         make_model_config(name, **overrides)

@@ -1,0 +1,204 @@
+"""The leaderboard (top-k trials per model) and the best test MSE beside published numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import plotly.graph_objects as go
+
+from mmtune.metrics import frame_to_pixel255, pixel255_to_frame
+from mmtune.report._load import Experiment, finite, trial_table
+
+MSE_FRAME_LABEL = "MSE/frame (OpenSTL, [0,1], sum over 64×64)"
+MSE_PIXEL_LABEL = "MSE/pixel (0–255)"
+MAE_FRAME_LABEL = "MAE/frame (OpenSTL)"
+
+# The val and test metrics of one leaderboard row, in this order, with their column labels.
+METRICS: tuple[tuple[str, str], ...] = (
+    ("mse_frame", MSE_FRAME_LABEL),
+    ("mse_pixel255", MSE_PIXEL_LABEL),
+    ("mae_frame", MAE_FRAME_LABEL),
+    ("ssim", "SSIM"),
+    ("psnr", "PSNR (dB)"),
+)
+_VAL_COLUMNS = {"mse_frame": "val_mse", "mse_pixel255": "val_mse_pixel255", "mae_frame": "val_mae",
+                "ssim": "val_ssim", "psnr": "val_psnr"}
+
+
+class Reference(NamedTuple):
+    """A published Moving MNIST test MSE, with where it comes from."""
+
+    label: str
+    source: str
+    epochs: int
+    mse_pixel255: float
+    mse_frame: float
+    unit: str  # the unit the source reports in; the other one is converted
+
+
+def _per_pixel(label: str, value: float) -> Reference:
+    return Reference(label, "Colonna & Manganaro 2023, 5-epoch table", 5, value, pixel255_to_frame(value),
+                     MSE_PIXEL_LABEL)
+
+
+REFERENCES: tuple[Reference, ...] = (
+    _per_pixel("SimpleLSTM", 2478.0),
+    _per_pixel("ConvLSTM", 1927.0),
+    _per_pixel("ConvTAU", 1647.0),
+    _per_pixel("ConvTAU+flow", 1520.0),
+    Reference("TAU", "OpenSTL benchmark (Tan et al. 2023)", 200, frame_to_pixel255(24.60), 24.60, MSE_FRAME_LABEL),
+)
+
+
+class LeaderRow(NamedTuple):
+    """One trial on the leaderboard."""
+
+    rank: int
+    trial_id: str
+    outcome: str
+    best_epoch: int | None
+    epochs: int
+    val: dict[str, float]  # METRICS keys, at the best epoch
+    test: dict[str, float] | None  # METRICS keys; only for the trial whose checkpoint was tested
+    params: dict[str, Any]  # the searched parameters (config/ columns without the prefix)
+    trial_config: dict[str, Any] | None  # the full nested config, where best_configs.json has it
+
+
+class LeaderboardInfo(NamedTuple):
+    """The top-k trials of each model, best val MSE first."""
+
+    k: int
+    models: dict[str, list[LeaderRow]]
+    notes: list[str]
+
+
+class ReferenceRow(NamedTuple):
+    """One bar of the comparison: this sweep's best test MSE of a model, or a published number."""
+
+    label: str
+    source: str
+    epochs: str
+    mse_pixel255: float
+    mse_frame: float
+    ours: bool
+
+
+class ReferenceInfo(NamedTuple):
+    """This sweep's best test MSE per model beside the published references."""
+
+    rows: list[ReferenceRow]
+    notes: list[str]
+
+
+def _num(x: Any) -> float:
+    return float(x) if finite(x) else math.nan
+
+
+def _test_metrics(entry: dict[str, Any]) -> dict[str, float]:
+    test = entry.get("test") if isinstance(entry.get("test"), dict) else {}
+    out = {k: _num(test.get(k)) for k, _ in METRICS}
+    if not finite(out["mse_pixel255"]) and finite(out["mse_frame"]):
+        out["mse_pixel255"] = frame_to_pixel255(out["mse_frame"])
+    return out
+
+
+def get_leaderboard_info(exp: Experiment, k: int = 5) -> LeaderboardInfo:
+    """Rank each model's trials by their best val MSE (over all epochs) and keep the top `k`.
+
+    The trial whose checkpoint was tested (test_metrics.json) is always listed, with its test metrics.
+    """
+    trials = trial_table(exp.results)
+    notes: list[str] = []
+    models: dict[str, list[LeaderRow]] = {}
+    for model in exp.models:
+        g = trials[trials["model"] == model].sort_values("best_val_mse", na_position="last", kind="stable")
+        tested = exp.test_metrics.get(model, {})
+        tested_id = str(tested.get("trial_id", exp.best_configs.get(model, {}).get("trial_id", "")))
+        rows: list[LeaderRow] = []
+        for rank, (_, t) in enumerate(g.iterrows(), start=1):
+            if not finite(t["best_val_mse"]):
+                continue
+            if rank > k and t["trial_id"] != tested_id:
+                continue
+            val = {m: _num(t.get(col)) for m, col in _VAL_COLUMNS.items()}
+            if not finite(val["mse_pixel255"]) and finite(val["mse_frame"]):
+                val["mse_pixel255"] = frame_to_pixel255(val["mse_frame"])
+            params = {c[len("config/"):]: t[c] for c in g.columns if c.startswith("config/") and _present(t[c])}
+            best = exp.best_configs.get(model, {})
+            is_tested = t["trial_id"] == tested_id
+            rows.append(LeaderRow(
+                rank=rank, trial_id=t["trial_id"], outcome=t["outcome"],
+                best_epoch=None if t["best_epoch"] is None or not finite(t["best_epoch"]) else int(t["best_epoch"]),
+                epochs=int(t["epochs"]), val=val,
+                test=_test_metrics(tested) if is_tested and tested else None,
+                params=params,
+                trial_config=best.get("trial_config") if str(best.get("trial_id", "")) == t["trial_id"] else None,
+            ))
+        if not rows and model in exp.best_configs:
+            # No per-epoch results, but the sweep did record a best config: list it alone.
+            best = exp.best_configs[model]
+            val = {m: math.nan for m, _ in METRICS}
+            val["mse_frame"] = _num(best.get("val_mse"))
+            val["mse_pixel255"] = _num(best.get("val_mse_pixel255"))
+            rows.append(LeaderRow(1, str(best.get("trial_id", "?")), "?", best.get("best_epoch"), 0, val,
+                                  _test_metrics(tested) if tested else None, dict(best.get("params") or {}),
+                                  best.get("trial_config")))
+        if not rows:
+            notes.append(f"{model}: no trial with a finite val MSE, nothing to rank.")
+        elif not tested:
+            notes.append(f"{model}: no test metrics (test_metrics.json has no entry): test columns are empty.")
+        models[model] = rows
+    return LeaderboardInfo(k=k, models=models, notes=notes)
+
+
+def _present(x: Any) -> bool:
+    return not (x is None or (isinstance(x, float) and math.isnan(x)))
+
+
+def get_reference_info(exp: Experiment) -> ReferenceInfo:
+    """Each model's best test MSE (both units) followed by the published references."""
+    rows: list[ReferenceRow] = []
+    notes: list[str] = []
+    for model in exp.models:
+        entry = exp.test_metrics.get(model)
+        if not entry:
+            notes.append(f"{model}: not tested (no completed trial or no test_metrics.json entry).")
+            continue
+        test = _test_metrics(entry)
+        if not finite(test["mse_frame"]):
+            notes.append(f"{model}: its test MSE is not a finite number.")
+            continue
+        best = exp.best_configs.get(model, {})
+        cfg = best.get("trial_config") if isinstance(best.get("trial_config"), dict) else {}
+        train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+        epoch = best.get("best_epoch")
+        planned = train.get("epochs")
+        epochs = f"best at epoch {epoch}" if epoch is not None else "?"
+        if planned is not None:
+            epochs += f" of {planned}"
+        rows.append(ReferenceRow(f"{model} (this sweep)", f"this sweep, trial {entry.get('trial_id', '?')}",
+                                 epochs, test["mse_pixel255"], test["mse_frame"], True))
+    for r in REFERENCES:
+        rows.append(ReferenceRow(r.label, f"{r.source} (reported as {r.unit})", str(r.epochs),
+                                 r.mse_pixel255, r.mse_frame, False))
+    return ReferenceInfo(rows=rows, notes=notes)
+
+
+def draw_reference(info: ReferenceInfo) -> go.Figure:
+    """Bars of test MSE/pixel (0–255); the hover shows MSE/frame, source and epochs too."""
+    fig = go.Figure()
+    for ours, name, color in ((True, "this sweep (test)", "#1f77b4"), (False, "published", "#aaaaaa")):
+        rows = [r for r in info.rows if r.ours == ours]
+        if not rows:
+            continue
+        fig.add_bar(
+            x=[r.label for r in rows], y=[r.mse_pixel255 for r in rows], name=name, marker_color=color,
+            customdata=[[r.mse_frame, r.source, r.epochs] for r in rows],
+            text=[f"{r.mse_pixel255:.0f}" for r in rows], textposition="outside",
+            hovertemplate="%{x}<br>MSE/pixel (0–255) %{y:.1f}<br>MSE/frame %{customdata[0]:.2f}"
+                          "<br>%{customdata[1]}<br>epochs: %{customdata[2]}<extra></extra>",
+        )
+    fig.update_layout(title="Test MSE: this sweep beside published Moving MNIST numbers",
+                      yaxis_title=MSE_PIXEL_LABEL, height=420, margin=dict(t=60, b=80))
+    return fig
