@@ -44,7 +44,7 @@ class DataConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise MMTuneError(f"{name} must be a positive integer, got {value!r}")
-        self.motion  # validates num_digits and speed
+        _ = self.motion  # validates num_digits and speed
 
     @property
     def motion(self) -> MotionSpec:

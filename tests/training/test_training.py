@@ -35,7 +35,7 @@ def test_resume_continues_identically(model, tmp_path):
     assert resumed.epoch == 1
     resumed.fit()
 
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), f"{model}: parameter {name} differs after resume"
     assert straight.history[-1].val == resumed.history[-1].val
 
