@@ -20,8 +20,9 @@ Storage (farneback, raft_*): computed once per (split, estimator, its settings a
 input frames) and cached on disk (mmtune.flow._cache) as float16 (N, 9, 2, 32, 32): frames
 1-9 only (frame 0 is zero by definition) at half resolution (2x2 mean), upsampled bilinearly
 on load. 10,000 sequences take 369 MB (full float16 at 64 px would take 1.64 GB, over the
-1 GB budget). Flows of estimated methods are smooth, so the cost is small (see the tests and
-the issue's closing note). Online training data (fresh every epoch) takes the same path in
+1 GB budget). Estimated flow is smooth, so the cost is small: on Farneback flow of the default
+data the round trip moves values by 0.06 px rms on digit pixels (0.19 px rms over all pixels,
+most of it at motion edges), against Farneback's own 0.5 px mean error there. Online training data (fresh every epoch) takes the same path in
 memory, without the disk. The oracle is cheap (~1 s per 1,000 sequences) and is computed
 exactly, at full resolution, every time: it is not cached.
 

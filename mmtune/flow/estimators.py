@@ -39,6 +39,7 @@ class FlowEstimator(ABC):
 
     def check(self) -> None:
         """Raise MMTuneError (one line) unless this estimator can run here."""
+        return None  # most need nothing
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -66,7 +67,7 @@ class Farneback(FlowEstimator):
     iterations: int = 3
     poly_n: int = 5
     poly_sigma: float = 1.1
-    threads: int = 0  # 0: one per CPU core; not part of the identity (does not change the output)
+    threads: int = 0  # 0: $OMP_NUM_THREADS (Ray sets it per trial), else the usable cores; no effect on values
 
     def identity(self) -> dict[str, Any]:
         import cv2
@@ -79,7 +80,7 @@ class Farneback(FlowEstimator):
         import cv2
 
         # Flow from frame t back to frame t-1 lies on frame t's grid; its negation is the motion.
-        back = cv2.calcOpticalFlowFarneback(
+        back = cv2.calcOpticalFlowFarneback(  # type: ignore[call-overload]
             cur, prev, None, self.pyr_scale, self.levels, self.winsize,
             self.iterations, self.poly_n, self.poly_sigma, 0,
         )  # (H, W, 2) x, y
@@ -93,7 +94,7 @@ class Farneback(FlowEstimator):
 
     def estimate(self, frames: np.ndarray, truth: Truth | None = None) -> np.ndarray:
         _check_frames(frames)
-        workers = self.threads or os.cpu_count() or 1
+        workers = self.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
         if workers == 1 or len(frames) == 1:
             return np.stack([self._sequence(c) for c in frames]) if len(frames) else _empty(frames)
         with ThreadPoolExecutor(workers) as pool:  # OpenCV releases the GIL
@@ -204,7 +205,7 @@ class Raft(FlowEstimator):
         bs = self.batch_size or (256 if device.type == "cuda" else 32)
         cur = frames[:, 1:].reshape(-1, h, w)  # pair p: frame t = p % (T-1) + 1 of clip p // (T-1)
         prev = frames[:, :-1].reshape(-1, h, w)
-        flat = out[:, 1:].reshape(-1, 2, h, w)  # a view: writing it fills `out`
+        flat = np.empty((len(cur), 2, h, w), np.float32)
         with torch.inference_mode():
             for lo in range(0, len(cur), bs):
                 a = _raft.prepare(cur[lo : lo + bs], factor, device)  # (B, 3, fH, fW) in [-1, 1]
@@ -213,6 +214,7 @@ class Raft(FlowEstimator):
                 # Back to the frames' grid; values in their pixels; negated: t-1 -> t motion.
                 flow = F.interpolate(back.float(), size=(h, w), mode="bilinear", align_corners=False)
                 flat[lo : lo + bs] = (flow * (-1.0 / factor)).cpu().numpy()
+        out[:, 1:] = flat.reshape(n, t_len - 1, 2, h, w)
         return out
 
 
