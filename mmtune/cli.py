@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mmtune.errors import MMTuneError
 
@@ -89,30 +90,20 @@ def run_train(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "completed" else 3
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train_parser]
+def subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The `add_parser` functions of every subcommand: train, search, report, bench."""
+    from mmtune.bench.cli import add_parser as add_bench
+    from mmtune.report.cli import add_parser as add_report
+    from mmtune.search.cli import add_parser as add_search
 
-
-def _optional_subcommands() -> None:
-    """Subcommands whose modules may add themselves (search, report, bench)."""
-    import importlib
-
-    for mod, fn in (("mmtune.search.cli", "add_parser"), ("mmtune.report.cli", "add_parser"),
-                    ("mmtune.bench.cli", "add_parser")):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-            continue
-        SUBCOMMANDS.append(getattr(m, fn))
+    return [add_train_parser, add_search, add_report, add_bench]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mmtune` console script."""
-    _optional_subcommands()
     parser = argparse.ArgumentParser(prog="mmtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in SUBCOMMANDS:
+    for add in subcommands():
         add(sub)
     args = parser.parse_args(argv)
     try:

@@ -66,6 +66,7 @@ def draw_curves(info: CurvesInfo) -> go.Figure:
     fig = go.Figure()
     shown: set[str] = set()
     for t in drawable:
+        assert t.last_finite_epoch is not None  # drawable ones have one
         dash = "dash" if t.outcome == STOPPED_EARLY else ("dot" if t.outcome == RUNNING else "solid")
         fig.add_scatter(
             x=t.epochs, y=t.val_mse, mode="lines+markers", line=dict(color=colors[t.model], dash=dash, width=1.5),
@@ -98,6 +99,17 @@ def draw_curves(info: CurvesInfo) -> go.Figure:
             fig.add_scatter(x=[None], y=[None], mode="lines+markers", name=label, line=line, marker=marker)
     ys = np.array([v for t in drawable for v in t.val_mse if math.isfinite(v)])
     log = bool(len(ys)) and bool(ys.min() > 0) and ys.max() / ys.min() > 5
+    fig.update_xaxes(dtick=1 if max(len(t.epochs) for t in drawable) <= 20 else None)
     fig.update_layout(title=_TITLE, xaxis_title="epoch", yaxis_title=f"val {MSE_FRAME_LABEL}", height=480,
                       yaxis_type="log" if log else "linear", legend=dict(groupclick="toggleitem"))
+    if log:
+        fig.update_yaxes(tickvals=_log_ticks(float(ys.min()), float(ys.max())))
     return fig
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks from below `lo` to above `hi` (plotly's own log ticks read "2, 3, 5" without the decade)."""
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5)]
+    inside = [t for t in ticks if lo / 2 <= t <= hi * 2]
+    return inside or ticks

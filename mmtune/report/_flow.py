@@ -22,6 +22,8 @@ class FlowChoice(NamedTuple):
     n_with_result: int
     best_val_mse: float  # NaN if none of them produced a finite val MSE
     best_trial: str | None
+    best_epoch: int | None  # the epoch the best value was reached at
+    best_outcome: str | None  # e.g. stopped early (ASHA): that value is from a shorter budget
 
 
 class FlowInfo(NamedTuple):
@@ -49,14 +51,21 @@ def get_flow_info(exp: Experiment) -> FlowInfo:
     for choice, g in sub.groupby(sub[col].astype(str), sort=True):
         ok = g[g["best_val_mse"].notna()]
         best = ok.loc[ok["best_val_mse"].idxmin()] if len(ok) else None
-        choices.append(FlowChoice(str(choice), len(g), len(ok),
-                                  float(best["best_val_mse"]) if best is not None else math.nan,
-                                  str(best["trial_id"]) if best is not None else None))
+        choices.append(FlowChoice(
+            str(choice), len(g), len(ok), float(best["best_val_mse"]) if best is not None else math.nan,
+            str(best["trial_id"]) if best is not None else None,
+            int(best["best_epoch"]) if best is not None and best["best_epoch"] is not None else None,
+            str(best["outcome"]) if best is not None else None))
     note = None
     if len(choices) < 2:
         note = f"The sweep tried only {col[len('config/'):]} = {choices[0].choice}: nothing to compare."
     elif sum(c.n_with_result > 0 for c in choices) < 2:
         note = "Only one flow choice has a trial with a finite val MSE: nothing to compare yet."
+    elif len({c.best_epoch for c in choices if c.best_epoch is not None}) > 1:
+        note = ("The best trials of the choices reached their values at different epochs ("
+                + ", ".join(f"{c.choice}: epoch {c.best_epoch}, {c.best_outcome}" for c in choices
+                            if c.best_epoch is not None)
+                + "): a trial ASHA stopped early had a shorter budget, so compare with care.")
     return FlowInfo(col[len("config/"):], model, choices, note)
 
 
@@ -67,7 +76,7 @@ def draw_flow(info: FlowInfo) -> go.Figure:
         return empty_figure(_TITLE, info.note or "nothing to compare")
     fig = go.Figure(go.Bar(
         x=[c.choice for c in ok], y=[c.best_val_mse for c in ok],
-        text=[f"{c.best_val_mse:.2f}" for c in ok], textposition="outside",
+        text=[f"{c.best_val_mse:.2f} (epoch {c.best_epoch})" for c in ok], textposition="outside",
         customdata=[[c.best_trial, c.n_with_result, c.n_trials] for c in ok],
         hovertemplate="%{x}: %{y:.2f}<br>best trial %{customdata[0]}"
                       "<br>%{customdata[1]} of %{customdata[2]} trials with a result<extra></extra>",

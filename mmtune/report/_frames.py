@@ -42,7 +42,7 @@ def strip_png(info: FramesInfo) -> bytes:
 
 def _panel(frame: np.ndarray, label: str) -> Image.Image:
     img = Image.fromarray(np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    img = img.resize((img.width * _SCALE, img.height * _SCALE), Image.NEAREST)
+    img = img.resize((img.width * _SCALE, img.height * _SCALE), Image.Resampling.NEAREST)
     out = Image.new("L", (img.width, img.height + _LABEL_H), 40)
     out.paste(img, (0, _LABEL_H))
     ImageDraw.Draw(out).text((3, 1), label, fill=230)
@@ -55,7 +55,7 @@ def animation_gif(info: FramesInfo, ms_per_frame: int = 250) -> bytes:
     frames = []
     for t in range(t_in + t_out):
         if t < t_in:
-            left = right = _panel(info.inputs[t], f"input t-{t_in - 1 - t}")
+            left = _panel(info.inputs[t], f"input t-{t_in - 1 - t}")
             right = _panel(info.inputs[t], f"input t-{t_in - 1 - t}")
         else:
             k = t - t_in

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from mmtune.metrics import frame_to_pixel255
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
-from mmtune.report._load import Experiment, finite
+from mmtune.report._load import Experiment, as_dict, finite
 from mmtune.report._plot import empty_figure, model_colors
 
 _TITLE = "Test error against horizon, best trial of each model"
@@ -42,8 +42,8 @@ def get_horizon_info(exp: Experiment) -> HorizonInfo:
     lines: dict[str, HorizonLine] = {}
     notes: list[str] = []
     for model in exp.models:
-        test = exp.test_metrics.get(model, {}).get("test")
-        frame = _floats(test.get("mse_frame_per_step")) if isinstance(test, dict) else None
+        test = as_dict(exp.test_metrics.get(model, {}).get("test"))
+        frame = _floats(test.get("mse_frame_per_step"))
         if frame is None:
             notes.append(f"{model}: no per-step test MSE (not tested, or no completed trial).")
             continue

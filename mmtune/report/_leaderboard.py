@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 
 from mmtune.metrics import frame_to_pixel255, pixel255_to_frame
-from mmtune.report._load import Experiment, finite, trial_table
+from mmtune.report._load import Experiment, as_dict, finite, trial_table
 
 MSE_FRAME_LABEL = "MSE/frame (OpenSTL, [0,1], sum over 64×64)"
 MSE_PIXEL_LABEL = "MSE/pixel (0–255)"
@@ -22,7 +22,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("ssim", "SSIM"),
     ("psnr", "PSNR (dB)"),
 )
-_VAL_COLUMNS = {"mse_frame": "val_mse", "mse_pixel255": "val_mse_pixel255", "mae_frame": "val_mae",
+_VAL_COLUMNS = {"mse_frame": "best_val_mse", "mse_pixel255": "val_mse_pixel255", "mae_frame": "val_mae",
                 "ssim": "val_ssim", "psnr": "val_psnr"}
 
 
@@ -96,7 +96,7 @@ def _num(x: Any) -> float:
 
 
 def _test_metrics(entry: dict[str, Any]) -> dict[str, float]:
-    test = entry.get("test") if isinstance(entry.get("test"), dict) else {}
+    test = as_dict(entry.get("test"))
     out = {k: _num(test.get(k)) for k, _ in METRICS}
     if not finite(out["mse_pixel255"]) and finite(out["mse_frame"]):
         out["mse_pixel255"] = frame_to_pixel255(out["mse_frame"])
@@ -133,7 +133,7 @@ def get_leaderboard_info(exp: Experiment, k: int = 5) -> LeaderboardInfo:
                 epochs=int(t["epochs"]), val=val,
                 test=_test_metrics(tested) if is_tested and tested else None,
                 params=params,
-                trial_config=best.get("trial_config") if str(best.get("trial_id", "")) == t["trial_id"] else None,
+                trial_config=_trial_config(best) if str(best.get("trial_id", "")) == t["trial_id"] else None,
             ))
         if not rows and model in exp.best_configs:
             # No per-epoch results, but the sweep did record a best config: list it alone.
@@ -143,13 +143,19 @@ def get_leaderboard_info(exp: Experiment, k: int = 5) -> LeaderboardInfo:
             val["mse_pixel255"] = _num(best.get("val_mse_pixel255"))
             rows.append(LeaderRow(1, str(best.get("trial_id", "?")), "?", best.get("best_epoch"), 0, val,
                                   _test_metrics(tested) if tested else None, dict(best.get("params") or {}),
-                                  best.get("trial_config")))
+                                  _trial_config(best)))
         if not rows:
             notes.append(f"{model}: no trial with a finite val MSE, nothing to rank.")
         elif not tested:
             notes.append(f"{model}: no test metrics (test_metrics.json has no entry): test columns are empty.")
         models[model] = rows
     return LeaderboardInfo(k=k, models=models, notes=notes)
+
+
+def _trial_config(best: dict[str, Any]) -> dict[str, Any] | None:
+    """The full nested config of a best_configs.json entry (`trial_config`, or `config` as the sweep names it)."""
+    cfg = best.get("trial_config", best.get("config"))
+    return cfg if isinstance(cfg, dict) else None
 
 
 def _present(x: Any) -> bool:
@@ -170,8 +176,7 @@ def get_reference_info(exp: Experiment) -> ReferenceInfo:
             notes.append(f"{model}: its test MSE is not a finite number.")
             continue
         best = exp.best_configs.get(model, {})
-        cfg = best.get("trial_config") if isinstance(best.get("trial_config"), dict) else {}
-        train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+        train = as_dict(as_dict(_trial_config(best)).get("train"))
         epoch = best.get("best_epoch")
         planned = train.get("epochs")
         epochs = f"best at epoch {epoch}" if epoch is not None else "?"

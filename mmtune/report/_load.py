@@ -38,19 +38,22 @@ class Experiment:
     predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     sweep: dict[str, Any] = field(default_factory=dict)
     study_path: Path | None = None
+    space: dict[str, Any] = field(default_factory=dict)  # the search space (sweep.json's, or space.yaml)
     notes: list[str] = field(default_factory=list)  # what could not be read, in words
 
     @property
     def models(self) -> list[str]:
         """Every model family named anywhere in the experiment, in a stable order."""
         names: list[str] = []
-        space = self.sweep.get("space")
-        if isinstance(space, dict):
-            declared = space.get("models") or space.get("model")
-            if isinstance(declared, dict):
-                names += [str(m) for m in declared]
-            elif isinstance(declared, list):
-                names += [str(m) for m in declared]
+        declared = self.space.get("model")
+        if isinstance(declared, dict):
+            declared = declared.get("choices")
+        if isinstance(declared, str):
+            declared = [declared]
+        if not isinstance(declared, list):
+            declared = self.space.get("models")
+        if isinstance(declared, dict | list):
+            names += [str(m) for m in declared]
         if "model" in self.results:
             names += [str(m) for m in self.results["model"].dropna().unique()]
         names += list(self.best_configs) + list(self.test_metrics) + list(self.predictions)
@@ -120,6 +123,23 @@ def _read_predictions(folder: Path, notes: list[str]) -> dict[str, tuple[np.ndar
     return out
 
 
+def _read_space(path: Path, sweep: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The search space: inline in sweep.json, else the copy the sweep keeps (space.yaml)."""
+    if isinstance(sweep.get("space"), dict):
+        return sweep["space"]
+    copy = path / str(sweep.get("space_copy") or "space.yaml")
+    if not copy.is_file():
+        return {}
+    try:
+        import yaml
+
+        obj = yaml.safe_load(copy.read_text())
+    except Exception as exc:  # OSError or yaml.YAMLError: the space is then inferred from the results
+        notes.append(f"{copy.name} could not be read ({type(exc).__name__}: {exc})")
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def load_experiment(exp_dir: str | Path) -> Experiment:
     """Read what there is of an experiment directory.
 
@@ -142,11 +162,17 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         predictions=_read_predictions(path / "predictions", notes),
         sweep=sweep,
         study_path=(path / "study.db") if (path / "study.db").exists() else None,
+        space=_read_space(path, sweep, notes),
         notes=notes,
     )
     if exp.results.empty and not exp.best_configs and not exp.test_metrics and not exp.predictions and not sweep:
         raise MMTuneError(f"nothing usable in {str(path)!r}: {'; '.join(notes)}")
     return exp
+
+
+def as_dict(x: Any) -> dict[str, Any]:
+    """`x` if it is a dict, else an empty one (JSON from a partial run may hold anything)."""
+    return x if isinstance(x, dict) else {}
 
 
 def finite(x: Any) -> bool:

@@ -22,6 +22,7 @@ from mmtune.report._plot import empty_figure
 
 _LOG_RATIO = 100.0  # a positive parameter spanning this factor or more is drawn (and sampled) in log10
 _UNSET = "(unset)"
+_FEW_TRIALS = 10  # below this many trials an importance is little more than noise
 
 
 class ParamAxis(NamedTuple):
@@ -211,10 +212,14 @@ def get_importance_info(exp: Experiment, model: str) -> ImportanceInfo:
     n_asha = int((trials["outcome"] == STOPPED_EARLY).sum())
     caveat = (f" {n_asha} of the {len(trials)} trials were stopped early by ASHA and enter with the best value "
               "they reached on their shorter budget." if n_asha else "")
+    if len(trials) < _FEW_TRIALS:
+        caveat += f" Only {len(trials)} trials: treat these importances as a rough hint."
     errors = []
-    for label, evaluator in (("PED-ANOVA", PedAnovaImportanceEvaluator()),
-                             ("fANOVA", FanovaImportanceEvaluator(seed=0))):
+    # fANOVA needs scikit-learn, an optional dependency: its constructor raises ImportError without it.
+    for label, make in (("PED-ANOVA", PedAnovaImportanceEvaluator),
+                        ("fANOVA", lambda: FanovaImportanceEvaluator(seed=0))):
         try:
+            evaluator = make()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 logging.getLogger("optuna").setLevel(logging.ERROR)
@@ -239,5 +244,6 @@ def draw_importance(info: ImportanceInfo) -> go.Figure:
     fig = go.Figure(go.Bar(x=[info.importances[n] for n in names], y=names, orientation="h",
                            marker_color="#1f77b4", hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=f"importance for best val {MSE_FRAME_LABEL}",
-                      height=max(220, 60 + 32 * len(names)), margin=dict(l=160))
+                      height=170 + 36 * len(names), margin=dict(l=160),
+                      yaxis=dict(tickmode="array", tickvals=names, ticktext=names))  # every label, always
     return fig

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from mmtune.report._load import OUTCOMES, Experiment, finite, trial_table
+from mmtune.report._load import OUTCOMES, Experiment, as_dict, finite, trial_table
 
 
 class SummaryInfo(NamedTuple):
@@ -44,6 +44,19 @@ def _timestamp(x: Any) -> float | None:
     return None
 
 
+def sweep_time(sweep: dict[str, Any], which: str) -> Any:
+    """sweep.json's start or end time, under any of the names it has used (None if absent)."""
+    names = ("start", "started", "start_time") if which == "start" else ("end", "ended", "end_time", "finished")
+    for n in names:
+        if sweep.get(n):
+            return sweep[n]
+    runs = sweep.get("runs")
+    if isinstance(runs, list) and runs and isinstance(runs[0 if which == "start" else -1], dict):
+        run = runs[0 if which == "start" else -1]
+        return next((run[n] for n in names if run.get(n)), None)
+    return None
+
+
 def get_summary_info(exp: Experiment) -> SummaryInfo:
     """Count trials by outcome and add up their cost."""
     trials = trial_table(exp.results)
@@ -60,7 +73,10 @@ def get_summary_info(exp: Experiment) -> SummaryInfo:
     outcomes = {o: 0 for o in OUTCOMES}
     for o in trials["outcome"]:
         outcomes[o] += 1
-    res = sweep.get("resources_per_trial") if isinstance(sweep.get("resources_per_trial"), dict) else {}
+    res = as_dict(sweep.get("resources_per_trial"))
+    args = as_dict(sweep.get("args"))
+    if not res:  # older sweep.json: the --cpus/--gpus-per-trial arguments
+        res = {k: args.get(f"{k}s_per_trial") for k in ("cpu", "gpu") if f"{k}s_per_trial" in args}
     resources = {k: float(v) for k, v in res.items() if finite(v)}
     trial_hours = float(trials["hours"].sum(skipna=True)) if trials["hours"].notna().any() else math.nan
     cpu_hours = trial_hours * resources["cpu"] if "cpu" in resources else math.nan
@@ -69,9 +85,9 @@ def get_summary_info(exp: Experiment) -> SummaryInfo:
         notes.append("sweep.json gives no resources_per_trial: CPU/GPU-hours are unknown (trial-hours shown).")
 
     wall = float(sweep["wall_seconds"]) if finite(sweep.get("wall_seconds")) else math.nan
-    start = _timestamp(sweep.get("start"))
+    start = _timestamp(sweep_time(sweep, "start"))
     if not finite(wall) and start is not None:
-        end = _timestamp(sweep.get("end")) or time.time()
+        end = _timestamp(sweep_time(sweep, "end")) or time.time()
         wall = end - start
         if status == "running":
             notes.append("Wall time is counted up to when this report was built.")
@@ -83,7 +99,11 @@ def get_summary_info(exp: Experiment) -> SummaryInfo:
         n = int((trials["model"] == m).sum())
         notes.append(f"{m}: no completed trial ({n} trial{'s' * (n != 1)} ran, none produced a finite val MSE).")
     hosts = sorted({str(h) for h in trials.get("hostname", []) if isinstance(h, str) and h})
-    planned = sweep.get("num_trials")
+    effective = as_dict(sweep.get("effective"))
+    planned = sweep.get("num_trials", effective.get("samples"))
+    hardware = dict(sweep.get("hardware") or {})
+    versions = dict(sweep.get("versions") or hardware.pop("versions", None) or {})
+    hardware.pop("versions", None)
     return SummaryInfo(
         name=exp.name,
         status=status,
@@ -96,9 +116,9 @@ def get_summary_info(exp: Experiment) -> SummaryInfo:
         gpu_hours=gpu_hours,
         resources_per_trial=resources,
         wall_seconds=wall,
-        num_trials_planned=int(planned) if finite(planned) else None,
-        hardware=dict(sweep.get("hardware") or {}),
-        versions=dict(sweep.get("versions") or {}),
+        num_trials_planned=int(planned) if planned is not None and finite(planned) else None,
+        hardware=hardware,
+        versions=versions,
         hosts=hosts,
         models_without_result=without,
         notes=notes,

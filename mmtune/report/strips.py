@@ -30,7 +30,7 @@ def strip_array(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.n
 def save_strip(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: str | Path, scale: int = 2) -> Path:
     """Write the strip of one clip as a PNG (upscaled by `scale`, nearest neighbour)."""
     img = Image.fromarray(strip_array(inputs, truth, pred))
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
@@ -40,7 +40,7 @@ def save_strip(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: st
 def strip_png_bytes(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 2) -> bytes:
     """The same strip as PNG bytes (for inline images in the HTML report)."""
     img = Image.fromarray(strip_array(inputs, truth, pred))
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

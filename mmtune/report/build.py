@@ -1,0 +1,219 @@
+"""`build_report`: one self-contained HTML page from a sweep's experiment directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mmtune.report._curves import draw_curves, get_curves_info
+from mmtune.report._flow import draw_flow, get_flow_info
+from mmtune.report._frames import animation_gif, get_frames_info, strip_png
+from mmtune.report._horizon import draw_horizon, get_horizon_info
+from mmtune.report._html import details, esc, figure_div, fmt, img, notes_list, num, page, table
+from mmtune.report._leaderboard import (
+    METRICS,
+    MSE_FRAME_LABEL,
+    MSE_PIXEL_LABEL,
+    LeaderboardInfo,
+    ReferenceInfo,
+    draw_reference,
+    get_leaderboard_info,
+    get_reference_info,
+)
+from mmtune.report._load import OUTCOMES, Experiment, finite, load_experiment
+from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
+from mmtune.report._summary import SummaryInfo, get_summary_info, sweep_time
+
+_DIGITS = {"mse_frame": 2, "mse_pixel255": 1, "mae_frame": 2, "ssim": 4, "psnr": 2}
+
+
+def default_out(exp_dir: str | Path) -> Path:
+    """Where the report goes without --out: ``EXP/report.html``, beside the results it reads."""
+    return Path(exp_dir) / "report.html"
+
+
+def _resolve_out(exp: Experiment, out: str | Path | None) -> Path:
+    if out is None:
+        return default_out(exp.path)
+    path = Path(out)
+    if path.is_dir() or str(out).endswith(("/", "\\")):
+        return path / f"{exp.name}.html"
+    if path.suffix.lower() not in (".html", ".htm"):
+        return path.with_name(path.name + ".html")
+    return path
+
+
+def _hours(x: float) -> str:
+    return "unknown" if not finite(x) else f"{x:.3f} h"
+
+
+def _duration(seconds: float) -> str:
+    if not finite(seconds):
+        return "unknown"
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s ({seconds:.0f} s)"
+
+
+def _summary_html(s: SummaryInfo, exp: Experiment) -> str:
+    cls = "ok" if s.status == "completed" else "warn"
+    banner = f'<div class="banner {cls}">Sweep status: {esc(s.status)}</div>'
+    models = ", ".join(f"{esc(m)} ({s.trials_per_model.get(m, 0)} trials)" for m in s.models) or "none recorded"
+    planned = f" of {s.num_trials_planned} planned" if s.num_trials_planned is not None else ""
+    outcome_text = ", ".join(f"{esc(o)}: {n}" for o, n in s.outcomes.items() if n) or "none"
+    res = ", ".join(f"{k} {v:g}" for k, v in s.resources_per_trial.items()) or "unknown"
+    gpu = s.hardware.get("gpu")
+    device = "GPU" if gpu not in (None, "", False, "none", "None", 0) else "CPU"
+    rows = [
+        ["Experiment", esc(s.name)],
+        ["Directory", esc(exp.path.resolve())],
+        ["Ran on", f"{device} ({esc(gpu) if device == 'GPU' else 'no GPU'}), "
+                   f"{esc(s.hardware.get('cpu_count', '?'))} CPUs; hosts: {esc(', '.join(s.hosts) or '?')}"],
+        ["Models searched", models],
+        ["Trials run", f"{s.trials}{planned}"],
+        ["Outcomes", outcome_text],
+        ["Stopped early by ASHA", str(s.outcomes[OUTCOMES[1]])],
+        ["Failed / diverged", f"{s.outcomes[OUTCOMES[3]]} failed, {s.outcomes[OUTCOMES[2]]} diverged (NaN)"],
+        ["Resources per trial", res],
+        ["Trial-hours (sum of trial wall times)", _hours(s.trial_hours)],
+        ["CPU-hours", _hours(s.cpu_hours)],
+        ["GPU-hours", _hours(s.gpu_hours)],
+        ["Sweep wall time", _duration(s.wall_seconds)],
+        ["Started / ended", f"{esc(sweep_time(exp.sweep, 'start') or '?')} / "
+                            f"{esc(sweep_time(exp.sweep, 'end') or ('not yet' if s.status == 'running' else '?'))}"],
+    ]
+    hw = table(["hardware", "value"], [[esc(k), esc(v)] for k, v in s.hardware.items()]) if s.hardware else ""
+    vers = table(["package", "version"], [[esc(k), esc(v)] for k, v in s.versions.items()]) if s.versions else ""
+    args = {k: v for k, v in exp.sweep.items() if k not in ("hardware", "versions", "space")}
+    extra = details("sweep arguments (sweep.json)", args) if args else ""
+    extra += details("search space", exp.space) if exp.space else ""
+    return (banner + table("", rows) + notes_list(s.notes)
+            + f'<div class="frames"><div>{hw}</div><div>{vers}</div></div>' + extra)
+
+
+def _units_html() -> str:
+    return ('<div class="units"><b>Two MSE conventions.</b> '
+            f"<b>{esc(MSE_FRAME_LABEL)}</b>: per frame, the sum over the 64×64 pixels of the squared error "
+            "with pixels in [0, 1], averaged over frames (OpenSTL, SimVP, TAU). "
+            f"<b>{esc(MSE_PIXEL_LABEL)}</b>: the mean squared error per pixel on the 0–255 scale "
+            "(the reference report's table). MSE/pixel = MSE/frame × 65025 / 4096 ≈ MSE/frame × 15.875.</div>")
+
+
+def _leaderboard_html(info: LeaderboardInfo) -> str:
+    head = ('<tr><th rowspan="2">rank</th><th rowspan="2">trial</th><th rowspan="2">outcome</th>'
+            '<th rowspan="2">best epoch / epochs run</th>'
+            f'<th colspan="{len(METRICS)}">validation, at the best epoch</th>'
+            f'<th colspan="{len(METRICS)}">test, best checkpoint</th><th rowspan="2">config</th></tr>'
+            "<tr>" + "".join(f"<th>{esc(label)}</th>" for _, label in METRICS) * 2 + "</tr>")
+    parts = []
+    for model, rows in info.models.items():
+        parts.append(f"<h3>{esc(model)}</h3>")
+        if not rows:
+            parts.append(f'<p class="note">{esc(model)}: no trial with a finite val MSE.</p>')
+            continue
+        body, classes = [], []
+        for r in rows:
+            test = r.test or {}
+            cfg = details("full trial config", r.trial_config) if r.trial_config else ""
+            body.append([str(r.rank), esc(r.trial_id), esc(r.outcome),
+                         f"{r.best_epoch if r.best_epoch is not None else '—'} / {r.epochs or '—'}"]
+                        + [num(r.val.get(m), _DIGITS[m]) for m, _ in METRICS]
+                        + [num(test.get(m), _DIGITS[m]) for m, _ in METRICS]
+                        + [details("searched params", r.params) + cfg])
+            classes.append("tested" if r.test else "")
+        parts.append(table(head, body, classes))
+    return (f'<p class="note">Top {info.k} trials of each model by best val MSE over all epochs (not the last '
+            "epoch). Test metrics exist for the best checkpoint of each model only (shaded row).</p>"
+            + "".join(parts) + notes_list(info.notes))
+
+
+def _reference_html(info: ReferenceInfo) -> str:
+    rows = [[esc(r.label), esc(r.source), esc(r.epochs), num(r.mse_pixel255, 1), num(r.mse_frame, 2)]
+            for r in info.rows]
+    return table(["model", "source", "epochs", f"test {esc(MSE_PIXEL_LABEL)}", f"test {esc(MSE_FRAME_LABEL)}"],
+                 rows, ["tested" if r.ours else "" for r in info.rows]) + notes_list(info.notes)
+
+
+def _frames_html(exp: Experiment) -> str:
+    parts, notes = [], []
+    for model in exp.models:
+        info = get_frames_info(exp, model)
+        if info is None:
+            notes.append(f"{model}: no predictions/{model}.npz (no completed trial, or not tested yet).")
+            continue
+        parts.append(
+            f"<h3>{esc(model)}</h3><div class=\"frames\">"
+            f"<figure>{img(strip_png(info), 'image/png', f'{model} strip')}<figcaption>rows: input, ground truth, "
+            f"prediction, |error| (test clip 0, MSE/frame {fmt(info.mse_frame)})</figcaption></figure>"
+            f"<figure>{img(animation_gif(info), 'image/gif', f'{model} animation')}<figcaption>input → prediction "
+            "(left) beside the truth (right), looping</figcaption></figure></div>")
+    return "".join(parts) + notes_list(notes) if parts or notes else '<p class="note">No models.</p>'
+
+
+def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int = 5) -> Path:
+    """Write the HTML report of one sweep.
+
+    Args:
+        exp_dir: The experiment directory a sweep wrote (results.parquet, best_configs.json,
+            test_metrics.json, predictions/, sweep.json, study.db); any of them may be missing.
+        out: The HTML file to write; a directory (existing, or ending in /) gets ``<name>.html``,
+            a path without .html gets it appended. Default: ``EXP/report.html``.
+        top_k: Trials per model on the leaderboard.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MMTuneError: `exp_dir` does not exist or holds nothing a sweep writes.
+
+    Example:
+        >>> build_report("experiments/smoke")  # doctest: +SKIP
+        PosixPath('experiments/smoke/report.html')
+    """
+    t0 = time.perf_counter()
+    exp = load_experiment(exp_dir)
+    path = _resolve_out(exp, out)
+    figs: list[str] = []
+
+    def fig(f: object) -> str:
+        figs.append(f"fig-{len(figs)}")
+        return figure_div(f, figs[-1])  # type: ignore[arg-type]
+
+    summary = get_summary_info(exp)
+    gpu = summary.hardware.get("gpu")
+    device = "GPU sweep" if gpu not in (None, "", False, "none", "None", 0) else "CPU sweep"
+    body = [f"<h1>mmtune sweep report: {esc(exp.name)} <small>({device})</small></h1>"]
+    body.append("<h2>Summary</h2>" + _summary_html(summary, exp))
+    if exp.notes:
+        body.append("<h3>What the experiment directory lacks</h3>" + notes_list(exp.notes))
+    body.append(_units_html())
+    body.append("<h2>Leaderboard</h2>" + _leaderboard_html(get_leaderboard_info(exp, top_k)))
+    ref = get_reference_info(exp)
+    body.append("<h2>Best test MSE beside published numbers</h2>" + fig(draw_reference(ref)) + _reference_html(ref))
+    curves = get_curves_info(exp)
+    body.append("<h2>Learning curves</h2>" + fig(draw_curves(curves)) + notes_list(curves.notes))
+    body.append("<h2>Hyperparameters against val MSE</h2><p class=\"note\">Per model: the search space is "
+                "conditional, so parameters of different families are never mixed. Importances are Optuna's "
+                "(PED-ANOVA, else fANOVA) on a study rebuilt from results.parquet with each trial's best val MSE "
+                "over its epochs: study.db holds the last value OptunaSearch was told, which for an "
+                "ASHA-stopped trial is its truncated one.</p>")
+    for model in exp.models:
+        par, imp = get_parallel_info(exp, model), get_importance_info(exp, model)
+        # An empty figure shows its note itself; below a drawn one the note is a caveat.
+        body.append(f"<h3>{esc(model)}</h3>" + fig(draw_parallel(par))
+                    + notes_list([par.note] if par.note and par.axes else [])
+                    + fig(draw_importance(imp)) + notes_list([imp.note] if imp.note and imp.importances else []))
+    hz = get_horizon_info(exp)
+    body.append("<h2>Error against horizon</h2>" + fig(draw_horizon(hz)) + notes_list(hz.notes))
+    body.append("<h2>Predicted frames</h2>" + _frames_html(exp))
+    flow = get_flow_info(exp)
+    body.append("<h2>Flow against no flow</h2>" + fig(draw_flow(flow)) + notes_list([flow.note] if flow.note else []))
+    body.append(f'<p class="note">Built by <code>mmtune report</code> on {time.strftime("%Y-%m-%d %H:%M:%S")} '
+                f"in {time.perf_counter() - t0:.1f} s from {esc(exp.path.resolve())}; {len(figs)} figures.</p>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page(f"mmtune report: {exp.name}", "\n".join(body)), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["build_report", "default_out"]

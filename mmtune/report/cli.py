@@ -1,0 +1,26 @@
+"""`mmtune report EXPERIMENT_DIR [--out PATH]`: build the HTML report of a sweep."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mmtune report`."""
+    p = sub.add_parser("report", help="write the self-contained HTML report of a sweep")
+    p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory")
+    p.add_argument("--out", help="HTML file, or a directory for NAME.html (default EXPERIMENT_DIR/report.html)")
+    p.add_argument("--top-k", type=int, default=5, help="trials per model on the leaderboard (default 5)")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Build the report and print its path."""
+    from mmtune.report.build import build_report
+
+    t0 = time.perf_counter()
+    path = build_report(args.experiment_dir, args.out, top_k=args.top_k)
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB in {time.perf_counter() - t0:.1f} s)")
+    return 0

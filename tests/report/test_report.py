@@ -1,0 +1,256 @@
+"""The report's records from a synthetic experiment, partial data, and the HTML it writes."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from mmtune.errors import MMTuneError
+from mmtune.report import build_report, default_out
+from mmtune.report._curves import draw_curves, get_curves_info
+from mmtune.report._flow import draw_flow, get_flow_info
+from mmtune.report._frames import animation_gif, get_frames_info, strip_png
+from mmtune.report._horizon import draw_horizon, get_horizon_info
+from mmtune.report._leaderboard import REFERENCES, get_leaderboard_info, get_reference_info
+from mmtune.report._load import COMPLETED, DIVERGED, FAILED, STOPPED_EARLY, load_experiment, trial_table
+from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
+from mmtune.report._summary import get_summary_info
+
+# --- records --------------------------------------------------------------------------------------
+
+def test_trial_outcomes_and_best(make_exp):
+    t = trial_table(load_experiment(make_exp()).results).set_index("trial_id")
+    assert t.loc["s3", "outcome"] == STOPPED_EARLY and t.loc["t3", "outcome"] == STOPPED_EARLY
+    assert t.loc["l1", "outcome"] == FAILED
+    assert t.loc["l2", "outcome"] == DIVERGED and t.loc["t4", "outcome"] == DIVERGED
+    assert t.loc["s1", "outcome"] == COMPLETED
+    # Best is the minimum over epochs (t4 reached 52 before going NaN), with its epoch.
+    assert t.loc["t4", "best_val_mse"] == 52.0 and t.loc["t4", "best_epoch"] == 2
+    assert t.loc["t2", "best_val_mse"] == 28.0 and t.loc["t2", "best_epoch"] == 3
+    assert math.isnan(t.loc["l2", "best_val_mse"])
+
+
+def test_summary_counts_and_cost(make_exp, synthetic):
+    TRIALS, ITER_S = synthetic.TRIALS, synthetic.ITER_S
+    s = get_summary_info(load_experiment(make_exp()))
+    assert s.models == ["simple_lstm", "conv_lstm", "conv_tau"]
+    assert s.trials == len(TRIALS) == 9
+    assert s.outcomes[STOPPED_EARLY] == 2 and s.outcomes[DIVERGED] == 2 and s.outcomes[FAILED] == 1
+    assert s.outcomes[COMPLETED] == 4
+    epochs = sum(len(t[5]) for t in TRIALS)
+    assert s.trial_hours == pytest.approx(epochs * ITER_S / 3600)
+    assert s.cpu_hours == pytest.approx(2 * s.trial_hours) and s.gpu_hours == 0.0
+    assert s.wall_seconds == 3600.0 and s.status == "completed"
+    assert s.models_without_result == ["conv_lstm"]
+    assert any("conv_lstm: no completed trial" in n for n in s.notes)
+
+
+def test_leaderboard_best_per_model(make_exp, synthetic):
+    TEST_MSE = synthetic.TEST_MSE
+    info = get_leaderboard_info(load_experiment(make_exp()), k=2)
+    assert [r.trial_id for r in info.models["conv_tau"]] == ["t2", "t1"]
+    assert [r.trial_id for r in info.models["simple_lstm"]] == ["s1", "s2"]
+    assert info.models["conv_lstm"] == []
+    best = info.models["conv_tau"][0]
+    assert best.val["mse_frame"] == 28.0
+    assert best.val["mse_pixel255"] == pytest.approx(28.0 * 65025 / 4096)
+    assert best.test is not None and best.test["mse_frame"] == TEST_MSE["conv_tau"]
+    assert best.trial_config is not None and best.trial_config["model"] == "conv_tau"
+    assert info.models["conv_tau"][1].test is None
+    assert best.params["conv_tau.flow"] == "farneback" and best.params["lr"] == 3e-3
+    assert any("conv_lstm" in n for n in info.notes)
+
+
+def test_reference_units(make_exp, synthetic):
+    TEST_MSE = synthetic.TEST_MSE
+    info = get_reference_info(load_experiment(make_exp()))
+    rows = {r.label: r for r in info.rows}
+    tau = rows["TAU"]
+    assert tau.mse_frame == 24.60 and tau.mse_pixel255 == pytest.approx(24.60 * 65025 / 4096)
+    assert tau.epochs == "200" and "OpenSTL" in tau.source
+    assert rows["ConvTAU+flow"].mse_pixel255 == 1520.0
+    assert rows["ConvTAU+flow"].mse_frame == pytest.approx(1520.0 * 4096 / 65025)
+    assert {r.label for r in REFERENCES} == {"SimpleLSTM", "ConvLSTM", "ConvTAU", "ConvTAU+flow", "TAU"}
+    ours = rows["conv_tau (this sweep)"]
+    assert ours.ours and ours.mse_frame == TEST_MSE["conv_tau"]
+    assert ours.mse_pixel255 == pytest.approx(TEST_MSE["conv_tau"] * 65025 / 4096)
+    assert ours.epochs == "best at epoch 3 of 3"
+    assert "conv_lstm (this sweep)" not in rows and any("conv_lstm" in n for n in info.notes)
+
+
+def test_curves_mark_asha_and_diverged(make_exp):
+    info = get_curves_info(load_experiment(make_exp()))
+    by_id = {t.trial_id: t for t in info.traces}
+    assert by_id["t3"].outcome == STOPPED_EARLY and by_id["t3"].epochs == [1]
+    assert by_id["t4"].outcome == DIVERGED and by_id["t4"].last_finite_epoch == 2
+    assert by_id["l2"].last_finite_epoch is None
+    fig = draw_curves(info)
+    names = [tr.name for tr in fig.data if tr.showlegend is not False]
+    assert any("ASHA" in (n or "") for n in names) and any("diverged" in (n or "") for n in names)
+    dashed = [tr for tr in fig.data if tr.mode == "lines+markers" and tr.line.dash == "dash" and tr.x[0] is not None]
+    assert len(dashed) == 2  # s3 and t3
+
+
+def test_params_and_importance(make_exp):
+    exp = load_experiment(make_exp())
+    par = get_parallel_info(exp, "conv_tau")
+    names = {a.name: a for a in par.axes}
+    assert set(names) == {"lr", "conv_tau.N_T", "conv_tau.flow"}  # config/model is constant: left out
+    assert names["lr"].label == "log10(lr)"
+    assert names["conv_tau.flow"].ticktext == ["farneback", "none"]
+    assert sorted(par.val_mse) == [28.0, 30.0, 52.0, 70.0]
+    imp = get_importance_info(exp, "conv_tau")
+    assert set(imp.importances) == {"lr", "conv_tau.N_T", "conv_tau.flow"}
+    assert sum(imp.importances.values()) == pytest.approx(1.0) and imp.evaluator
+    assert imp.n_trials == 4 and "ASHA" in (imp.note or "")
+    none = get_importance_info(exp, "conv_lstm")
+    assert none.importances == {} and "2 or more" in (none.note or "")
+    assert get_parallel_info(exp, "conv_lstm").axes == []
+    for f in (draw_parallel(get_parallel_info(exp, "conv_lstm")), draw_importance(none)):
+        assert len(f.data) == 0 and f.layout.annotations  # empty figure with its note
+
+
+def test_horizon_flow_frames(make_exp):
+    exp = load_experiment(make_exp())
+    hz = get_horizon_info(exp)
+    assert set(hz.lines) == {"simple_lstm", "conv_tau"} and len(hz.lines["conv_tau"].mse_frame) == 10
+    assert len(draw_horizon(hz).data) == 4
+    flow = get_flow_info(exp)
+    assert flow.param == "conv_tau.flow" and flow.model == "conv_tau"
+    best = {c.choice: c.best_val_mse for c in flow.choices}
+    assert best == {"farneback": 28.0, "none": 30.0} and flow.note is None  # both best at epoch 3
+    assert len(draw_flow(flow).data) == 1
+    fr = get_frames_info(exp, "conv_tau")
+    assert fr is not None and fr.pred.shape == (10, 64, 64)
+    assert strip_png(fr)[:8] == b"\x89PNG\r\n\x1a\n"
+    gif = animation_gif(fr)
+    assert gif[:6] == b"GIF89a"
+    from io import BytesIO
+
+    from PIL import Image
+    assert Image.open(BytesIO(gif)).n_frames == 20
+    assert get_frames_info(exp, "conv_lstm") is None
+
+
+# --- partial data ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("missing", [
+    ("results.parquet",), ("best_configs.json", "test_metrics.json"), ("predictions",), ("sweep.json",),
+    ("results.parquet", "predictions", "test_metrics.json"),
+])
+def test_partial_experiment_builds_with_notes(make_exp, tmp_path, missing, check_html):
+    exp = make_exp(missing=missing)
+    out = build_report(exp, tmp_path / "r.html")
+    text = out.read_text()
+    for name in missing:
+        assert f"{name} is missing" in text or f"{name}/ is missing" in text
+    check_html(out)
+
+
+def test_running_sweep_is_reported_as_such(make_exp, tmp_path):
+    exp = make_exp(status="running")
+    s = get_summary_info(load_experiment(exp))
+    assert s.status == "running" and s.wall_seconds > 0  # counted from the start up to now
+    text = build_report(exp, tmp_path / "r.html").read_text()
+    assert "Sweep status: running" in text and "still running" in text
+
+
+def test_empty_records_draw_empty_figures(make_exp):
+    exp = load_experiment(make_exp(missing=("results.parquet", "test_metrics.json")))
+    for f in (draw_curves(get_curves_info(exp)), draw_horizon(get_horizon_info(exp)), draw_flow(get_flow_info(exp))):
+        assert len(f.data) == 0 and len(f.layout.annotations) == 1
+
+
+def test_corrupt_files_are_notes(make_exp, tmp_path):
+    exp = make_exp()
+    (exp / "results.parquet").write_bytes(b"PAR1 not really")
+    (exp / "test_metrics.json").write_text("{ half")
+    (exp / "predictions" / "conv_tau.npz").write_bytes(b"junk")
+    text = build_report(exp, tmp_path / "r.html").read_text()
+    assert "results.parquet could not be read" in text and "test_metrics.json could not be read" in text
+    assert "predictions/conv_tau.npz could not be read" in text
+
+
+def test_nothing_usable_raises_one_line(tmp_path):
+    with pytest.raises(MMTuneError, match="does not exist"):
+        build_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MMTuneError, match="not a sweep"):
+        build_report(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "sweep.json").write_text("[]")
+    with pytest.raises(MMTuneError, match="nothing usable"):
+        build_report(tmp_path / "bad")
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+def test_html_is_self_contained_and_balanced(make_exp, check_html):
+    exp = make_exp()
+    out = build_report(exp)
+    assert out == default_out(exp) == exp / "report.html"
+    p = check_html(out)
+    text = out.read_text()
+    # 1 reference + 1 curves + 2 per model (3 models) + 1 horizon + 1 flow
+    assert p.plot_divs == 10 == text.count("Plotly.newPlot")
+    assert text.count("data:image/png;base64,") >= 2 and text.count("data:image/gif;base64,") == 2
+    for label in ("MSE/frame (OpenSTL, [0,1], sum over 64×64)", "MSE/pixel (0–255)",
+                  "Colonna &amp; Manganaro 2023", "stopped early (ASHA)", "conv_lstm: no completed trial"):
+        assert label in text
+
+
+def test_out_paths(make_exp, tmp_path):
+    exp = make_exp()
+    assert build_report(exp, tmp_path / "reports" / "x.html") == tmp_path / "reports" / "x.html"
+    assert build_report(exp, tmp_path / "reports" / "named") == tmp_path / "reports" / "named.html"
+    assert build_report(exp, str(tmp_path / "reports") + "/") == tmp_path / "reports" / "synthetic-sweep.html"
+
+
+def _mmtune(*args: str) -> subprocess.CompletedProcess[str]:
+    # A subprocess each: mmtune.cli.main() registers the optional subcommands again on every call.
+    return subprocess.run([sys.executable, "-m", "mmtune.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli(make_exp, tmp_path):
+    exp = make_exp()
+    ok = _mmtune("report", str(exp), "--out", str(tmp_path / "cli.html"))
+    assert ok.returncode == 0, ok.stderr
+    assert str(tmp_path / "cli.html") in ok.stdout and (tmp_path / "cli.html").exists()
+    bad = _mmtune("report", str(tmp_path / "missing"))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("mmtune: error:") and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_sweep_json_as_run_search_writes_it(make_exp):
+    """run_search.py's own layout: versions under hardware, started/ended, --cpus-per-trial, space.yaml."""
+    import json
+
+    exp = make_exp()
+    (exp / "sweep.json").write_text(json.dumps({
+        "name": "synthetic-sweep", "status": "completed", "space": "search_spaces/smoke.yaml",
+        "space_copy": "space.yaml", "started": "2026-12-01T18:10:25+0000", "ended": "2026-12-01T18:15:00+0000",
+        "args": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}, "effective": {"samples": 8},
+        "hardware": {"cpu_count": 2, "gpu": None, "versions": {"torch": "2.14", "ray": "2.60.0"}},
+    }))
+    (exp / "space.yaml").write_text("model: {choices: [conv_tau, simple_lstm, conv_lstm]}\n")
+    s = get_summary_info(load_experiment(exp))
+    assert s.models == ["conv_tau", "simple_lstm", "conv_lstm"]
+    assert s.resources_per_trial == {"cpu": 1.0, "gpu": 0.0} and s.cpu_hours == pytest.approx(s.trial_hours)
+    assert s.versions == {"torch": "2.14", "ray": "2.60.0"} and "versions" not in s.hardware
+    assert s.wall_seconds == 275.0 and s.num_trials_planned == 8
+
+
+def test_flow_note_when_budgets_differ(make_exp):
+    import pandas as pd
+
+    exp = make_exp()
+    df = pd.read_parquet(exp / "results.parquet")
+    df = df[~((df["trial_id"] == "t2") & (df["epoch"] == 3))]  # farneback's best now comes from epoch 2
+    df.loc[df["trial_id"] == "t2", "stopped_early"] = True
+    df.to_parquet(exp / "results.parquet")
+    flow = get_flow_info(load_experiment(exp))
+    assert {c.choice: c.best_epoch for c in flow.choices} == {"farneback": 2, "none": 3}
+    assert flow.note is not None and "different epochs" in flow.note and STOPPED_EARLY in flow.note
