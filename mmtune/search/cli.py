@@ -1,0 +1,109 @@
+"""`mmtune search` (and `python run_search.py`): the sweep's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+from mmtune.search.sweep import DEFAULT_SAMPLES, DEFAULT_SPACE, DEFAULT_STORAGE, SweepArgs
+
+HELP = "hyperparameter sweep: Ray Tune over an Optuna search space, ASHA early stopping"
+EPILOG = """examples:
+  run_search.py                                            # the default: a small all-models CPU sweep
+  run_search.py --space search_spaces/smoke.yaml           # about 2 minutes on 2 CPU cores
+  run_search.py --space search_spaces/all_models.yaml --samples 64 --gpus-per-trial 0.25
+  run_search.py --address auto --storage s3://bucket/mmtune   # on a running Ray cluster
+  run_search.py --resume --name sweep-20260101-120000-ab12    # continue an interrupted sweep
+"""
+
+
+def _one_line_error(parser: argparse.ArgumentParser):
+    def error(message: str) -> NoReturn:
+        print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+    return error
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The sweep's flags; every default is named in --help."""
+    p.add_argument("--space", default=DEFAULT_SPACE, metavar="FILE",
+                   help=f"search-space YAML (default {DEFAULT_SPACE}: a small all-models sweep)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help=f"number of trials (default: the space's sweep.samples, else {DEFAULT_SAMPLES})")
+    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                   help="asha: stop bad trials early on val_mse, one rung step per epoch; fifo: run all "
+                        "to the end (default asha)")
+    p.add_argument("--sampler", choices=("tpe", "random", "cmaes"), default="tpe",
+                   help="Optuna sampler, seeded by --seed (default tpe: multivariate TPE, constant liar)")
+    p.add_argument("--max-epochs", type=int, metavar="N",
+                   help="epochs of every trial and ASHA's max_t (default: the space's sweep.max_epochs, "
+                        "else its epochs)")
+    p.add_argument("--grace-period", type=int, metavar="N",
+                   help="epochs before ASHA may stop a trial (default: the space's sweep.grace_period, else 1)")
+    p.add_argument("--reduction-factor", type=float, metavar="F",
+                   help="ASHA keeps 1/F of the trials at each rung (default: the space's "
+                        "sweep.reduction_factor, else 2)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
+                   help="CPUs each trial reserves, also its torch threads (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
+                   help="GPUs each trial reserves; a fraction such as 0.25 packs 4 trials on one GPU "
+                        "(default 0: CPU training)")
+    p.add_argument("--max-concurrent", type=int, metavar="N",
+                   help="trials running at once (default: as many as the cluster's CPUs/GPUs fit)")
+    p.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="a running Ray cluster to join (default: none, start a local Ray)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="PATH_OR_URI",
+                   help=f"where the experiment directory NAME goes; multi-node needs a shared path "
+                        f"or a URI (default {DEFAULT_STORAGE})")
+    p.add_argument("--name", help="experiment name (default sweep-YYYYmmdd-HHMMSS-xxxx, unique)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted experiment --name (its saved settings; default off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip the HTML report at the end (default: write it when mmtune.report exists)")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="Ray's console output: 0 quiet, 1 progress table, 2 every result (default 1)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mmtune search` with the `mmtune` CLI."""
+    p = sub.add_parser("search", help=HELP, description=HELP, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = _one_line_error(p)  # type: ignore[method-assign]
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def args_from_namespace(ns: argparse.Namespace) -> SweepArgs:
+    """The typed SweepArgs of parsed flags."""
+    fields: dict[str, Any] = {k: getattr(ns, k) for k in SweepArgs.__dataclass_fields__ if hasattr(ns, k)}
+    return SweepArgs(**fields)
+
+
+def run(ns: argparse.Namespace) -> int:
+    """Run the sweep; 0 when it completed, 3 when it was interrupted."""
+    from mmtune.search.sweep import run_sweep
+
+    result = run_sweep(args_from_namespace(ns))
+    return 0 if result.status == "completed" else 3
+
+
+def main(argv: list[str] | None = None, prog: str = "run_search.py") -> int:
+    """`python run_search.py ...`: the same as `mmtune search ...`."""
+    from mmtune.errors import MMTuneError
+
+    parser = argparse.ArgumentParser(prog=prog, description=HELP, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = _one_line_error(parser)  # type: ignore[method-assign]
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    try:
+        return run(ns)
+    except MMTuneError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,431 @@
+"""Search spaces as YAML files, parsed once into typed specs and sampled define-by-run with Optuna.
+
+Schema (every key is optional unless marked; unknown keys are rejected by name)::
+
+    description: free text
+    model: conv_tau                    # a fixed model, or
+    model: {choices: [simple_lstm, conv_tau]}   # an Optuna categorical, sampled first.
+                                       # Absent: the models under `models:` (one: fixed; more: a choice).
+    shared:                            # TrainConfig fields, for every model
+      lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+      batch_size: {type: categorical, choices: [8, 16]}
+      epochs: 4                        # a fixed value; also ASHA's max_t unless --max-epochs
+    models:
+      conv_tau:
+        preset: small                  # a preset of the model (its model and train settings)
+        N_T: {type: int, low: 1, high: 4}             # model config fields -> model_cfg
+        enc_kernel: {type: categorical, choices: [3, 5]}
+        kl_weight: {type: float, low: 0.0, high: 0.2}  # TrainConfig fields -> train
+        flow: {type: categorical, choices: [none, farneback, oracle]}
+    data: {train_size: 256, val_size: 64, test_size: 128}   # fixed DataConfig overrides
+    sweep: {samples: 8, grace_period: 1, reduction_factor: 2}  # defaults of the CLI flags
+                                       # (samples, max_epochs, grace_period, reduction_factor)
+
+A parameter is a fixed scalar, or one of
+``{type: int, low, high, step?: 1, log?: false}``, ``{type: float, low, high, step?, log?: false}``,
+``{type: categorical, choices: [...]}``. Optuna names: ``model``, the shared names as written
+(``lr``), per-model names prefixed by the model (``conv_tau.N_T``) so that each model's
+distributions stay distinct in the study. ``seed`` and ``device`` are set by the sweep
+(``--seed``, ``--gpus-per-trial``), not by the space.
+
+Example:
+    >>> space = load_space("search_spaces/smoke.yaml")
+    >>> import optuna
+    >>> params = optuna.create_study().ask()  # doctest: +SKIP
+    >>> trial = space.trial_config(Suggest(space)(params))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmtune.data.datasets import DataConfig
+from mmtune.errors import MMTuneError
+from mmtune.flow import check_estimator
+from mmtune.models import config_fields, list_models
+from mmtune.training.config import TrainConfig, TrialConfig, build_trial
+
+TOP_KEYS = ("description", "model", "shared", "models", "data", "sweep")
+SWEEP_KEYS = ("samples", "max_epochs", "grace_period", "reduction_factor")  # defaults of the CLI flags
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+RESERVED_TRAIN = {"seed": "--seed", "device": "--gpus-per-trial"}
+SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
+             "categorical": {"type", "choices"}}
+MODEL_KEY = "model"
+_ENUMERATE_MAX = 64  # int ranges up to this many values have every value checked against the config
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: a fixed value, or an int/float range, or categorical choices."""
+
+    kind: str  # fixed | int | float | categorical
+    value: Any = None
+    low: Any = None  # int for int ranges, float for float ranges, None otherwise
+    high: Any = None
+    step: Any = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """The value of this parameter in an Optuna trial (fixed values are not suggested)."""
+        if self.kind == "int":
+            return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
+        if self.kind == "float":
+            return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+        if self.kind == "categorical":
+            return trial.suggest_categorical(name, list(self.choices))
+        return self.value
+
+    def distribution(self) -> Any:
+        """The Optuna distribution of this parameter (None when fixed)."""
+        import optuna
+
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        if self.kind == "float":
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "categorical":
+            return optuna.distributions.CategoricalDistribution(list(self.choices))
+        return None
+
+    def candidates(self) -> list[Any]:
+        """Values worth checking against a config: every choice, every int up to a limit, or the bounds."""
+        if self.kind == "fixed":
+            return [self.value]
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int":
+            step = self.step or 1
+            n = (self.high - self.low) // step + 1
+            if n <= _ENUMERATE_MAX and not self.log:
+                return list(range(self.low, self.high + 1, step))
+        return [self.low, self.high]
+
+    @property
+    def max_value(self) -> Any:
+        """The largest value this parameter can take (for budgets like epochs)."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "categorical":
+            return max(self.choices)
+        return self.high
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The per-model part of a space: an optional preset and parameters split by destination."""
+
+    preset: str | None = None
+    model_params: dict[str, Param] = field(default_factory=dict)  # -> model_cfg
+    train_params: dict[str, Param] = field(default_factory=dict)  # -> TrainConfig
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A parsed search-space file."""
+
+    path: str
+    models: tuple[str, ...]  # one: fixed; more: the `model` categorical
+    sections: dict[str, ModelSection]
+    shared: dict[str, Param] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    sweep: dict[str, Any] = field(default_factory=dict)  # defaults of --samples, --max-epochs, ...
+
+    @property
+    def max_epochs(self) -> int:
+        """The largest epoch budget a trial can get (TrainConfig's default when the space is silent)."""
+        values = [p.max_value for s in self.sections.values() for n, p in s.train_params.items() if n == "epochs"]
+        if "epochs" in self.shared:
+            values.append(self.shared["epochs"].max_value)
+        return int(max(values)) if values else TrainConfig().epochs
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run: sample the model first, then only that model's parameters."""
+        out: dict[str, Any] = {}
+        if len(self.models) > 1:
+            model = trial.suggest_categorical(MODEL_KEY, list(self.models))
+            out[MODEL_KEY] = model
+        else:
+            model = self.models[0]
+        for name, p in self.shared.items():
+            if p.kind != "fixed":
+                out[name] = p.suggest(trial, name)
+        section = self.sections[model]
+        for name, p in {**section.model_params, **section.train_params}.items():
+            if p.kind != "fixed":
+                out[f"{model}.{name}"] = p.suggest(trial, f"{model}.{name}")
+        return out
+
+    def distributions(self, model: str) -> dict[str, Any]:
+        """The Optuna distributions a trial of `model` samples, by Optuna name."""
+        out: dict[str, Any] = {}
+        if len(self.models) > 1:
+            out[MODEL_KEY] = Param("categorical", choices=self.models).distribution()
+        for name, p in self.shared.items():
+            if p.kind != "fixed":
+                out[name] = p.distribution()
+        section = self.sections[model]
+        for name, p in {**section.model_params, **section.train_params}.items():
+            if p.kind != "fixed":
+                out[f"{model}.{name}"] = p.distribution()
+        return out
+
+    def trial_config(self, params: dict[str, Any], train_overrides: dict[str, Any] | None = None) -> TrialConfig:
+        """The TrialConfig of sampled `params` (flat Optuna names); `train_overrides` win (seed, device...)."""
+        model = params.get(MODEL_KEY, self.models[0]) if len(self.models) > 1 else self.models[0]
+        if model not in self.sections:
+            raise MMTuneError(f"{self.path}: sampled model {model!r} is not in the space {list(self.models)}")
+        section = self.sections[model]
+        prefix = f"{model}."
+        sampled = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+        def pick(name: str, p: Param, key: str) -> Any:
+            return p.value if p.kind == "fixed" else params.get(key, sampled.get(name))
+
+        train = {n: pick(n, p, n) for n, p in self.shared.items()}
+        train.update({n: pick(n, p, prefix + n) for n, p in section.train_params.items()})
+        train.update(train_overrides or {})
+        model_values = {n: pick(n, p, prefix + n) for n, p in section.model_params.items()}
+        return build_trial(model, section.preset, model_values, train, self.data)
+
+
+class Suggest:
+    """The picklable define-by-run callable given to OptunaSearch: `Suggest(space)(trial) -> dict`.
+
+    Besides the sampled parameters it returns `optuna_trial` (the Optuna trial number), so that
+    each Ray trial can be matched to its Optuna trial.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        out = self.space.suggest(trial)
+        out["optuna_trial"] = trial.number
+        return out
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML file; any problem is one MMTuneError naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise MMTuneError(f"search space {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise MMTuneError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_space(raw, str(path))
+
+
+def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
+    """Validate a loaded YAML mapping and build its SearchSpace."""
+    if not isinstance(raw, dict):
+        raise MMTuneError(f"{where}: a search space is a mapping with keys {list(TOP_KEYS)}, got {type(raw).__name__}")
+    _unknown(raw, TOP_KEYS, where, "top-level key")
+    known_models = list_models()
+    sections_raw = raw.get("models") or {}
+    if not isinstance(sections_raw, dict):
+        raise MMTuneError(f"{where}: models must be a mapping of model name to its parameters")
+    for name in sections_raw:
+        if name not in known_models:
+            raise MMTuneError(f"{where}: models.{name}: unknown model; expected one of {known_models}")
+    models = _parse_model_choice(raw.get(MODEL_KEY), list(sections_raw), where, known_models)
+    for name in sections_raw:
+        if name not in models:
+            raise MMTuneError(f"{where}: models.{name}: not among the model choices {list(models)}")
+
+    shared_raw = raw.get("shared") or {}
+    if not isinstance(shared_raw, dict):
+        raise MMTuneError(f"{where}: shared must be a mapping of TrainConfig field to parameter")
+    shared = {}
+    for name, spec in shared_raw.items():
+        _check_train_field(name, f"{where}: shared.{name}")
+        shared[name] = parse_param(spec, f"{where}: shared.{name}")
+
+    sections: dict[str, ModelSection] = {}
+    for model in models:
+        sections[model] = _parse_section(model, sections_raw.get(model) or {}, f"{where}: models.{model}")
+
+    data = raw.get("data") or {}
+    if not isinstance(data, dict):
+        raise MMTuneError(f"{where}: data must be a mapping of DataConfig field to a fixed value")
+    _unknown(data, [f.name for f in dataclasses.fields(DataConfig)], f"{where}: data", "key")
+    try:
+        DataConfig.from_dict(data)
+    except MMTuneError as exc:
+        raise MMTuneError(f"{where}: data: {exc}") from None
+    description = raw.get("description") or ""
+    sweep = raw.get("sweep") or {}
+    if not isinstance(sweep, dict):
+        raise MMTuneError(f"{where}: sweep must be a mapping with some of {list(SWEEP_KEYS)}")
+    _unknown(sweep, SWEEP_KEYS, f"{where}: sweep", "key")
+    for key, value in sweep.items():
+        if not _is_number(value) or (key != "reduction_factor" and not isinstance(value, int)):
+            raise MMTuneError(f"{where}: sweep.{key} must be {'a number' if key == 'reduction_factor' else 'an integer'}, "
+                              f"got {value!r}")
+    space = SearchSpace(where, models, sections, shared, dict(data), str(description), dict(sweep))
+    _check_configs(space)
+    return space
+
+
+def _parse_model_choice(spec: Any, listed: list[str], where: str, known: list[str]) -> tuple[str, ...]:
+    if spec is None:
+        if not listed:
+            raise MMTuneError(f"{where}: no model: give `model:` or a `models:` section (one of {known})")
+        return tuple(listed)
+    if isinstance(spec, str):
+        choices: Any = [spec]
+    elif isinstance(spec, dict):
+        _unknown(spec, ("type", "choices"), f"{where}: model", "key")
+        if spec.get("type", "categorical") != "categorical":
+            raise MMTuneError(f"{where}: model.type must be categorical, got {spec['type']!r}")
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise MMTuneError(f"{where}: model.choices must be a non-empty list of model names")
+    else:
+        raise MMTuneError(f"{where}: model must be a model name or {{choices: [...]}}, got {spec!r}")
+    for name in choices:
+        if name not in known:
+            raise MMTuneError(f"{where}: model: unknown model {name!r}; expected one of {known}")
+    if len(set(choices)) != len(choices):
+        raise MMTuneError(f"{where}: model.choices has duplicates: {choices}")
+    return tuple(choices)
+
+
+def _parse_section(model: str, raw: Any, where: str) -> ModelSection:
+    if not isinstance(raw, dict):
+        raise MMTuneError(f"{where}: must be a mapping of parameter to spec, got {raw!r}")
+    preset = raw.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise MMTuneError(f"{where}.preset must be a preset name, got {preset!r}")
+    fields = config_fields(model)
+    model_params: dict[str, Param] = {}
+    train_params: dict[str, Param] = {}
+    for name, spec in raw.items():
+        if name == "preset":
+            continue
+        if name in fields:
+            model_params[name] = parse_param(spec, f"{where}.{name}")
+        elif name in TRAIN_FIELDS:
+            _check_train_field(name, f"{where}.{name}")
+            train_params[name] = parse_param(spec, f"{where}.{name}")
+        else:
+            raise MMTuneError(
+                f"{where}.{name}: unknown parameter; expected a {model} config field {fields} "
+                f"or a training field {[f for f in TRAIN_FIELDS if f not in RESERVED_TRAIN]}"
+            )
+    return ModelSection(preset, model_params, train_params)
+
+
+def _check_train_field(name: str, where: str) -> None:
+    if name in RESERVED_TRAIN:
+        raise MMTuneError(f"{where}: {name} is set by the sweep ({RESERVED_TRAIN[name]}), not by the space")
+    if name not in TRAIN_FIELDS:
+        raise MMTuneError(f"{where}: unknown training parameter; expected one of "
+                          f"{[f for f in TRAIN_FIELDS if f not in RESERVED_TRAIN]}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def parse_param(spec: Any, where: str) -> Param:
+    """One parameter spec: a scalar, or a mapping with `type` int | float | categorical."""
+    if spec is None or isinstance(spec, (str, int, float, bool)):
+        return Param("fixed", value=spec)
+    if isinstance(spec, list):
+        raise MMTuneError(f"{where}: a list is ambiguous; write {{type: categorical, choices: {spec}}}")
+    if not isinstance(spec, dict):
+        raise MMTuneError(f"{where}: expected a scalar or a {{type: ...}} mapping, got {type(spec).__name__}")
+    kind = spec.get("type")
+    if kind not in SPEC_KEYS:
+        raise MMTuneError(f"{where}.type must be one of {list(SPEC_KEYS)}, got {kind!r}")
+    _unknown(spec, sorted(SPEC_KEYS[kind]), where, f"{kind} spec key")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise MMTuneError(f"{where}.choices must be a non-empty list, got {choices!r}")
+        for c in choices:
+            if not (c is None or isinstance(c, (str, int, float, bool))):
+                raise MMTuneError(f"{where}.choices: each choice must be a scalar, got {c!r}")
+        if len({repr(c) for c in choices}) != len(choices):
+            raise MMTuneError(f"{where}.choices has duplicates: {choices}")
+        return Param("categorical", choices=tuple(choices))
+    for key in ("low", "high"):
+        if key not in spec:
+            raise MMTuneError(f"{where}: a {kind} range needs `{key}`")
+        if not _is_number(spec[key]):
+            raise MMTuneError(f"{where}.{key} must be a finite number, got {spec[key]!r}")
+    low, high, step, log = spec["low"], spec["high"], spec.get("step"), spec.get("log", False)
+    if not isinstance(log, bool):
+        raise MMTuneError(f"{where}.log must be true or false, got {log!r}")
+    if kind == "int":
+        for key, v in (("low", low), ("high", high), ("step", step)):
+            if v is not None and not (isinstance(v, int) and not isinstance(v, bool)):
+                raise MMTuneError(f"{where}.{key} must be an integer for type int, got {v!r}")
+    if low > high:
+        raise MMTuneError(f"{where}: inverted range: low {low} > high {high}")
+    if log and low <= 0:
+        raise MMTuneError(f"{where}: log scale needs low > 0, got low {low}")
+    if step is not None:
+        if not _is_number(step) or step <= 0:
+            raise MMTuneError(f"{where}.step must be a positive number, got {step!r}")
+        if log:
+            raise MMTuneError(f"{where}: step and log cannot be combined (Optuna)")
+        if step > high - low and high != low:
+            raise MMTuneError(f"{where}: empty range: step {step} is larger than high - low = {high - low}")
+    if kind == "float":
+        low, high = float(low), float(high)
+    return Param(kind, low=low, high=high, step=step, log=log)
+
+
+def _unknown(mapping: dict[str, Any], known: Any, where: str, what: str) -> None:
+    unknown = [k for k in mapping if k not in known]
+    if unknown:
+        raise MMTuneError(f"{where}: unknown {what} {unknown[0]!r}; expected one of {list(known)}")
+
+
+def _check_configs(space: SearchSpace) -> None:
+    """Build each model's config at every candidate value so that bad values fail before the sweep."""
+    for model in space.models:
+        section = space.sections[model]
+        base: dict[str, Any] = {}
+        for name, p in space.shared.items():
+            base[name] = p.candidates()[0]
+        for name, p in {**section.model_params, **section.train_params}.items():
+            base[f"{model}.{name}"] = p.candidates()[0]
+        _try(space, model, base, f"models.{model}" if model in space.sections else "model")
+        params = [(name, name, p, "shared") for name, p in space.shared.items()]
+        params += [(f"{model}.{n}", n, p, f"models.{model}") for n, p in
+                   {**section.model_params, **section.train_params}.items()]
+        for key, name, p, where in params:
+            for value in p.candidates():
+                if name == "flow" and isinstance(value, str):
+                    try:
+                        check_estimator(value)
+                    except MMTuneError as exc:
+                        raise MMTuneError(f"{space.path}: {where}.flow: {exc}") from None
+                _try(space, model, {**base, key: value}, f"{where}.{name} = {value!r}")
+
+
+def _try(space: SearchSpace, model: str, params: dict[str, Any], where: str) -> None:
+    try:
+        space.trial_config({MODEL_KEY: model, **params})
+    except MMTuneError as exc:
+        raise MMTuneError(f"{space.path}: {where}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a model config that checks with a plain ValueError
+        raise MMTuneError(f"{space.path}: {where}: {exc}") from None

@@ -1,0 +1,443 @@
+"""The one module that talks to Ray Tune: connect, run or restore a sweep, read its results back.
+
+Ray's API has moved several times (`tune.run` -> `Tuner`, `session` -> `tune.report`), so every
+`ray` call lives here; the rest of mmtune sees plain dataclasses (`TuneSettings` in,
+`TuneOutcome` out). Trials run `train_fn`, a thin wrapper around `mmtune.training.loop.Trainer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna  # imported eagerly: a broken install would surface as "Optuna must be installed!")
+import ray
+from ray import tune
+from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from mmtune.errors import MMTuneError
+from mmtune.search.spaces import SearchSpace, Suggest
+
+METRIC, MODE = "val_mse", "min"
+STATE_FILE = "state.pt"  # inside each Ray checkpoint directory, written by Trainer.save (sha256 beside it)
+TB_DIR = "tensorboard"
+# What a diverged trial reports as its objective: finite (ASHA's rung percentiles turn inf into
+# NaN cutoffs, Optuna rejects NaN) and far above any real per-frame MSE (at most 64*64 = 4096).
+DIVERGED_VAL_MSE = 1.0e9
+TERMINAL = ("TERMINATED", "ERROR")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every trial needs besides its sampled config (shipped to workers with the trainable)."""
+
+    space: SearchSpace
+    train_overrides: dict[str, Any]  # epochs, seed, device
+    cpus_per_trial: float = 1.0
+    image_every: int = 2  # a predicted-frames image in TensorBoard every this many epochs
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How to run the sweep (parsed CLI flags, already validated)."""
+
+    name: str
+    storage: str  # absolute local path or a URI
+    study_db: str  # local path of the Optuna SQLite study
+    samples: int
+    scheduler: str  # asha | fifo
+    sampler: str  # tpe | random | cmaes
+    seed: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: float
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    max_failures: int = 2
+    verbose: int = 1
+
+
+@dataclass
+class TrialRecord:
+    """One Ray trial as read back from the experiment: every reported row, its status and checkpoints."""
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+    error: str | None
+    path: str
+    checkpoints: list[CheckpointRef] = field(default_factory=list)  # those Ray kept (best + latest)
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A kept checkpoint: where it is, the metrics it was reported with, and Ray's handle to fetch it."""
+
+    path: str
+    metrics: dict[str, Any]
+    handle: Any = None
+
+
+@dataclass
+class TuneOutcome:
+    """What the sweep left: its trials; `interrupted` when it stopped before every trial ended."""
+
+    trials: list[TrialRecord]
+    interrupted: bool
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """Resources of the Ray cluster this driver is connected to."""
+
+    address: str | None
+    cpus: float
+    gpus: float
+    nodes: int
+    max_node_cpus: float
+    max_node_gpus: float
+
+
+# -- the trainable --------------------------------------------------------------------------
+
+
+def _finite(x: Any) -> float:
+    x = float(x)
+    return x if math.isfinite(x) else math.nan
+
+
+def train_fn(config: dict[str, Any], run: RunSpec) -> None:
+    """One trial: build its TrialConfig, resume from Tune's checkpoint, report once per epoch."""
+    import torch
+    from tensorboardX import SummaryWriter
+
+    from mmtune.report.strips import strip_array
+    from mmtune.training.loop import Trainer
+
+    torch.set_num_threads(max(1, int(run.cpus_per_trial)))
+    for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created" every epoch is noise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    trial = run.space.trial_config(config, run.train_overrides)
+    trainer = Trainer(trial, progress=False)
+    resumed_from = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            trainer.resume(Path(d) / STATE_FILE)  # checks the sha256; a corrupt file fails the trial clearly
+        resumed_from = trainer.epoch
+    node = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+            "node_id": ray.get_runtime_context().get_node_id()}
+    writer = SummaryWriter(os.path.join(tune.get_context().get_trial_dir(), TB_DIR))
+    t_fn = time.perf_counter()
+    train_total = 0.0
+
+    def on_epoch(result, tr) -> None:
+        nonlocal train_total
+        train_total += result.train_seconds
+        diverged = result.status == "diverged"
+        v = result.val
+        metrics = {  # the first four numbers are the columns of Ray's progress table
+            METRIC: DIVERGED_VAL_MSE if diverged else _finite(v.get("mse_frame", math.nan)),
+            "epoch": result.epoch,
+            "train_loss": _finite(result.train_loss),
+            "val_ssim": _finite(v.get("ssim", math.nan)),
+            "val_mse_raw": _finite(v.get("mse_frame", math.nan)),
+            "val_mse_pixel255": _finite(v.get("mse_pixel255", math.nan)),
+            "val_mae": _finite(v.get("mae_frame", math.nan)),
+            "val_psnr": _finite(v.get("psnr", math.nan)),
+            "epochs_planned": trial.train.epochs,
+            "train_seconds": result.train_seconds,
+            "epoch_seconds": result.seconds,
+            "train_seconds_total": train_total,
+            "fn_seconds": time.perf_counter() - t_fn,
+            "resumed_from_epoch": resumed_from,
+            "diverged": diverged,
+            "model": trial.model,
+            **node,
+        }
+        writer.add_scalar("train/loss", metrics["train_loss"], result.epoch)
+        for key in ("val_mse_raw", "val_mse_pixel255", "val_mae", "val_ssim", "val_psnr"):
+            writer.add_scalar(f"val/{key.removeprefix('val_').removesuffix('_raw')}", metrics[key], result.epoch)
+        if not diverged and (result.epoch % run.image_every == 0 or result.epoch in (1, trial.train.epochs)):
+            inputs, truth, pred = tr.predict("val", n=1)
+            writer.add_image("val/prediction", strip_array(inputs[0], truth[0], pred[0]), result.epoch,
+                             dataformats="HW")
+        writer.flush()
+        if diverged:  # no checkpoint: the weights are NaN, and the best/last ones stay kept
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            tr.save(Path(tmp) / STATE_FILE)
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+    trainer.fit(on_epoch)
+    writer.flush()  # not close(): tensorboardX closes again at exit and would fail on a closed file
+
+
+class RecordingOptunaSearch(OptunaSearch):
+    """OptunaSearch that also writes, as user attributes of each Optuna trial, the Ray trial id,
+    the epoch its reported value was reached at, and whether ASHA stopped it or it diverged.
+
+    OptunaSearch tells Optuna that an ASHA-stopped trial is COMPLETE with its last value; these
+    attributes say at which budget that value was measured.
+    """
+
+    def _record(self, trial_id: str, result: dict[str, Any]) -> None:
+        ot = self._ot_trials.get(trial_id)
+        if ot is None or trial_id in self._completed_trials:
+            return
+        ot.set_user_attr("ray_trial_id", trial_id)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        ot.set_user_attr("last_epoch", epoch)
+        value = result.get(METRIC)
+        best = self._best.get(trial_id)
+        if value is not None and not result.get("diverged") and (best is None or value < best):
+            self._best[trial_id] = float(value)
+            ot.set_user_attr("best_val_mse", float(value))
+            ot.set_user_attr("best_epoch", epoch)
+
+    @property
+    def _best(self) -> dict[str, float]:
+        if "_best_values" not in self.__dict__:
+            self.__dict__["_best_values"] = {}
+        return self.__dict__["_best_values"]
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        # After a driver crash the saved searcher can be older than the study: a trial it thinks
+        # running may be finished in the SQLite study already. Optuna then refuses updates; the
+        # study keeps the value it has and Ray's results keep every row.
+        try:
+            super().on_trial_result(trial_id, result)
+            self._record(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        ot = self._ot_trials.get(trial_id)
+        if ot is not None and trial_id not in self._completed_trials:
+            try:
+                self._record_completion(ot, trial_id, result, error)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._completed_trials.add(trial_id)
+                return
+        super().on_trial_complete(trial_id, result, error)
+
+    def _record_completion(self, ot: Any, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        ot.set_user_attr("errored", bool(error))
+        if result:
+            self._record(trial_id, result)
+            epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+            planned = int(result.get("epochs_planned", epoch))
+            diverged = bool(result.get("diverged", False))
+            ot.set_user_attr("value_epoch", epoch)  # the epoch whose val_mse Optuna is told
+            ot.set_user_attr("diverged", diverged)
+            ot.set_user_attr("stopped_early", not error and not diverged and epoch < planned)
+
+
+# -- cluster --------------------------------------------------------------------------------
+
+
+def is_uri(path: str) -> bool:
+    """True for storage like s3://bucket/x or gs://..., False for a local path."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _check_reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise MMTuneError(f"--address must be auto or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise MMTuneError(f"--address {address}: no Ray head reachable there ({exc.strerror or exc})") from None
+
+
+def connect(address: str | None) -> ClusterInfo:
+    """Start a local Ray (address None) or join a cluster ("auto" or HOST:PORT)."""
+    if address not in (None, "auto"):
+        _check_reachable(address)
+    # The new output engine prints Ray's progress table; Tune's own metrics go to the trial dirs.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Save the experiment state every 2 s (Ray: 10 s), so a driver that dies loses little; --resume
+    # restarts a trial from its last checkpoint only if the state saw that checkpoint.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    try:
+        if address is None:
+            # "local": always a fresh instance; plain ray.init() would join any `ray start` cluster
+            # this machine happens to have (or a stale one's address file).
+            ray.init(address="local", include_dashboard=False, ignore_reinit_error=True, configure_logging=True,
+                     logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, ignore_reinit_error=True, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MMTuneError(f"cannot connect to Ray at {address or 'a new local instance'}: {first}") from None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    res = ray.cluster_resources()
+    return ClusterInfo(
+        address=address,
+        cpus=float(res.get("CPU", 0)),
+        gpus=float(res.get("GPU", 0)),
+        nodes=len(nodes),
+        max_node_cpus=max((float(n["Resources"].get("CPU", 0)) for n in nodes), default=0.0),
+        max_node_gpus=max((float(n["Resources"].get("GPU", 0)) for n in nodes), default=0.0),
+    )
+
+
+def shutdown() -> None:
+    """Leave the cluster (or stop the local Ray)."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def can_restore(exp_path: str) -> bool:
+    """Whether `exp_path` holds a Tune experiment that `--resume` can continue."""
+    return tune.Tuner.can_restore(exp_path)
+
+
+# -- the sweep ------------------------------------------------------------------------------
+
+
+def _sampler(settings: TuneSettings):
+
+    if settings.sampler == "tpe":
+        startup = min(10, max(2, settings.samples // 3))
+        return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup, multivariate=True,
+                                          group=True, constant_liar=True)
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=settings.seed)
+    if settings.sampler == "cmaes":
+        import importlib.util
+
+        if importlib.util.find_spec("cmaes") is None:
+            raise MMTuneError("--sampler cmaes needs the cmaes package (pip install cmaes); or use tpe / random")
+        return optuna.samplers.CmaEsSampler(seed=settings.seed, warn_independent_sampling=False)
+    raise MMTuneError(f"--sampler must be tpe, random or cmaes, got {settings.sampler!r}")
+
+
+def trial_name(trial: Any) -> str:
+    """Short trial names for Ray's table: MODEL_ID."""
+    return f"{trial.config.get('model', 'trial')}_{trial.trial_id}"
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names (Ray's default packs every parameter into the name)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _trainable(settings: TuneSettings, spec: RunSpec):
+    fn = tune.with_parameters(train_fn, run=spec)
+    return tune.with_resources(fn, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+
+
+def _run_config(settings: TuneSettings) -> RunConfig:
+    return RunConfig(
+        name=settings.name,
+        storage_path=settings.storage,
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
+        ),  # the best by val_mse and the latest (Ray never deletes the latest)
+        failure_config=FailureConfig(max_failures=settings.max_failures),
+        verbose=settings.verbose,
+    )
+
+
+def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutcome:
+    """Run the sweep (or restore an interrupted one) and read every trial back."""
+    exp_path = _join(settings.storage, settings.name)
+    if resume:
+        tuner = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec),
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        import optuna
+
+        searcher = RecordingOptunaSearch(
+            space=Suggest(spec.space), metric=METRIC, mode=MODE, sampler=_sampler(settings),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{settings.study_db}"), study_name=settings.name,
+        )
+        scheduler: TrialScheduler
+        if settings.scheduler == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration", max_t=settings.max_epochs,
+                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
+            )
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            _trainable(settings, spec),
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
+                scheduler=scheduler, num_samples=settings.samples, reuse_actors=False,
+                metric=METRIC, mode=MODE, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+            ),
+            run_config=_run_config(settings),
+        )
+    interrupted = False
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+        grid = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec)).get_results()
+    return _outcome(grid, settings.samples, interrupted)
+
+
+def read_results(settings: TuneSettings, spec: RunSpec) -> TuneOutcome:
+    """Read an existing experiment back without running anything."""
+    exp_path = _join(settings.storage, settings.name)
+    grid = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec)).get_results()
+    return _outcome(grid, settings.samples, False)
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage) / name)
+
+
+def _outcome(grid, samples: int, interrupted: bool) -> TuneOutcome:
+    statuses: dict[str, str] = {}
+    analysis = getattr(grid, "_experiment_analysis", None)
+    for t in getattr(analysis, "trials", None) or []:
+        statuses[t.trial_id] = str(t.status)
+    trials = []
+    for result in grid:
+        df = result.metrics_dataframe
+        rows = [] if df is None else df.to_dict("records")
+        trial_id = (result.metrics or {}).get("trial_id") or (rows[-1]["trial_id"] if rows else None)
+        if trial_id is None:
+            trial_id = Path(result.path).name
+        error = None
+        if result.error is not None:
+            text = str(result.error).strip().splitlines()
+            error = f"{type(result.error).__name__}: {text[-1] if text else ''}"
+        checkpoints = [CheckpointRef(c.path, dict(m), c) for c, m in (result.best_checkpoints or [])]
+        status = statuses.get(trial_id, "ERROR" if error else "TERMINATED")
+        trials.append(TrialRecord(trial_id, status, dict(result.config or {}), rows, error, result.path,
+                                  checkpoints))
+    unfinished = [t for t in trials if t.status not in TERMINAL]
+    return TuneOutcome(trials, interrupted or bool(unfinished) or len(trials) < samples)
+
+
+def fetch_checkpoint(ref: CheckpointRef, dest: str) -> Path:
+    """A checkpoint's state file on local disk (downloaded when the storage is a URI)."""
+    if Path(ref.path, STATE_FILE).is_file():
+        return Path(ref.path, STATE_FILE)
+    handle = ref.handle if ref.handle is not None else Checkpoint(ref.path)
+    return Path(handle.to_directory(dest), STATE_FILE)
+
+
+def print_err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

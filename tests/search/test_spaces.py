@@ -1,0 +1,172 @@
+"""Search-space files: the Optuna distributions they mean, and one clear line for each bad file."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from mmtune.errors import MMTuneError
+from mmtune.search.spaces import Suggest, load_space, parse_space
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
+
+GOOD = {
+    "model": {"choices": ["simple_lstm", "conv_tau"]},
+    "shared": {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "batch_size": {"type": "categorical", "choices": [8, 16]},
+        "epochs": 3,
+    },
+    "models": {
+        "simple_lstm": {"preset": "small", "hidden": {"type": "int", "low": 32, "high": 128, "step": 32}},
+        "conv_tau": {
+            "preset": "small",
+            "N_T": {"type": "int", "low": 1, "high": 4},
+            "enc_kernel": {"type": "categorical", "choices": [3, 5, 7]},
+            "kl_weight": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.05},
+            "flow": {"type": "categorical", "choices": ["none", "oracle"]},
+        },
+    },
+    "data": {"train_size": 32, "val_size": 16, "test_size": 8},
+}
+
+
+def _write(tmp_path: Path, obj: object, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(obj if isinstance(obj, str) else yaml.safe_dump(obj))
+    return path
+
+
+def test_distributions(tmp_path: Path) -> None:
+    space = load_space(_write(tmp_path, GOOD))
+    d = space.distributions("conv_tau")
+    assert d["model"] == optuna.distributions.CategoricalDistribution(["simple_lstm", "conv_tau"])
+    assert d["lr"] == optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    assert d["batch_size"] == optuna.distributions.CategoricalDistribution([8, 16])
+    assert d["conv_tau.N_T"] == optuna.distributions.IntDistribution(1, 4)
+    assert d["conv_tau.kl_weight"] == optuna.distributions.FloatDistribution(0.0, 0.2, step=0.05)
+    assert "epochs" not in d and "simple_lstm.hidden" not in d  # fixed, and the other model's
+    assert space.distributions("simple_lstm")["simple_lstm.hidden"] == optuna.distributions.IntDistribution(
+        32, 128, step=32)
+    assert space.max_epochs == 3
+
+
+def test_define_by_run_is_conditional_and_builds_configs(tmp_path: Path) -> None:
+    space = load_space(_write(tmp_path, GOOD))
+    suggest = pickle.loads(pickle.dumps(Suggest(space)))  # OptunaSearch pickles it with the searcher
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        params = suggest(trial)
+        model = params["model"]
+        seen.add(model)
+        other = "conv_tau" if model == "simple_lstm" else "simple_lstm"
+        assert not any(k.startswith(other + ".") for k in params)
+        assert params["optuna_trial"] == trial.number
+        assert set(trial.distributions) == set(space.distributions(model))
+        cfg = space.trial_config(params, {"seed": 3, "device": "cpu"})
+        assert cfg.model == model and cfg.train.epochs == 3 and cfg.train.seed == 3
+        assert cfg.data.train_size == 32
+        if model == "conv_tau":
+            assert cfg.model_cfg.N_T == params["conv_tau.N_T"]
+            assert cfg.model_cfg.hid_S == 16  # the small preset
+            assert cfg.train.flow == params["conv_tau.flow"]
+            assert cfg.model_cfg.in_channels == (1 if cfg.train.flow == "none" else 3)
+        else:
+            assert cfg.model_cfg.hidden == params["simple_lstm.hidden"]
+        study.tell(trial, 1.0)
+    assert seen == {"simple_lstm", "conv_tau"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_spaces_parse(path: Path) -> None:
+    space = load_space(path)
+    assert space.models
+    for model in space.models:
+        assert space.distributions(model)
+
+
+def _bad(**changes: object) -> dict:
+    import copy
+
+    space = copy.deepcopy(GOOD)
+    for dotted, value in changes.items():
+        keys = dotted.split("__")
+        node = space
+        for k in keys[:-1]:
+            node = node[k]
+        if value is _DELETE:
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = value
+    return space
+
+
+_DELETE = object()
+BAD = [
+    ("malformed yaml", "model: [simple_lstm\nshared: {", "not valid YAML"),
+    ("not a mapping", "- a\n- b\n", "a search space is a mapping"),
+    ("unknown top-level key", _bad(sweeep={"samples": 2}), "unknown top-level key 'sweeep'"),
+    ("unknown model in choices", _bad(model={"choices": ["simple_lstm", "conv_tau", "convlstm"]}),
+     "unknown model 'convlstm'"),
+    ("unknown model section", _bad(models__tau={"N_T": 2}), "models.tau: unknown model"),
+    ("section not among choices", _bad(model="simple_lstm"), "models.conv_tau: not among the model choices"),
+    ("unknown model parameter", _bad(models__conv_tau__N_X=2), "models.conv_tau.N_X: unknown parameter"),
+    ("unknown shared parameter", _bad(shared__learning_rate=0.1), "shared.learning_rate: unknown training"),
+    ("reserved seed", _bad(shared__seed=1), "seed is set by the sweep"),
+    ("unknown spec key", _bad(shared__lr={"type": "float", "low": 1e-4, "high": 1e-2, "logg": True}),
+     "unknown float spec key 'logg'"),
+    ("unknown type", _bad(shared__lr={"type": "loguniform", "low": 1e-4, "high": 1e-2}), "type must be one of"),
+    ("missing high", _bad(shared__lr={"type": "float", "low": 1e-4}), "needs `high`"),
+    ("inverted range", _bad(shared__lr={"type": "float", "low": 1e-2, "high": 1e-4}), "inverted range"),
+    ("log with low 0", _bad(shared__lr={"type": "float", "low": 0.0, "high": 1e-2, "log": True}),
+     "log scale needs low > 0"),
+    ("empty choices", _bad(shared__batch_size={"type": "categorical", "choices": []}),
+     "choices must be a non-empty list"),
+    ("empty int range by step", _bad(models__conv_tau__N_T={"type": "int", "low": 1, "high": 2, "step": 5}),
+     "empty range"),
+    ("float bounds for int", _bad(models__conv_tau__N_T={"type": "int", "low": 1.5, "high": 4}),
+     "must be an integer"),
+    ("bare list", _bad(shared__batch_size=[8, 16]), "a list is ambiguous"),
+    ("even kernel in choices", _bad(models__conv_tau__enc_kernel={"type": "categorical", "choices": [3, 4]}),
+     "enc_kernel = 4"),
+    ("even kernel in an int range", _bad(models__conv_tau__enc_kernel={"type": "int", "low": 3, "high": 5}),
+     "enc_kernel = 4"),
+    ("odd N_S", _bad(models__conv_tau__N_S={"type": "categorical", "choices": [2, 3]}), "N_S = 3"),
+    ("unknown flow estimator", _bad(models__conv_tau__flow={"type": "categorical", "choices": ["none", "lk"]}),
+     "unknown flow estimator 'lk'"),
+    ("flow for a model without flow", _bad(models__simple_lstm__flow="oracle"), "flow is a conv_tau option"),
+    ("unknown preset", _bad(models__conv_tau__preset="tiny"), "unknown preset 'tiny'"),
+    ("unknown data key", _bad(data__train_sz=8), "data: unknown key 'train_sz'"),
+    ("bad data value", _bad(data__train_size=0), "train_size must be a positive integer"),
+    ("bad training value", _bad(shared__optimizer="adamax"), "optimizer must be one of"),
+    ("bad sweep value", _bad(sweep={"samples": "many"}), "sweep.samples must be an integer"),
+    ("no model at all", {"shared": {"lr": 0.001}}, "no model"),
+]
+
+
+@pytest.mark.parametrize("what,content,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_spaces_give_one_clear_line(tmp_path: Path, what: str, content: object, expected: str) -> None:
+    path = _write(tmp_path, content)
+    with pytest.raises(MMTuneError) as err:
+        load_space(path)
+    msg = str(err.value)
+    assert expected in msg, msg
+    assert "\n" not in msg
+    assert str(path) in msg
+
+
+def test_missing_file() -> None:
+    with pytest.raises(MMTuneError, match="does not exist"):
+        load_space("/nonexistent/space.yaml")
+
+
+def test_parse_space_names_the_source() -> None:
+    with pytest.raises(MMTuneError, match=r"^here: "):
+        parse_space({"model": "nope"}, "here")

@@ -1,0 +1,124 @@
+"""Real sweeps on CPU (real Ray, real Optuna, tiny data): ASHA, results files, interrupt and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from mmtune.search.sweep import SweepArgs, run_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _result_lines(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _check_experiment(exp: Path, samples: int) -> pd.DataFrame:
+    """What every finished sweep must leave, and how its files agree with each other."""
+    df = pd.read_parquet(exp / "results.parquet")
+    assert df["trial_id"].nunique() == samples
+    assert not df.duplicated(["trial_id", "epoch"]).any()
+    for trial_id, g in df.groupby("trial_id"):
+        reported = {r["epoch"] for r in _result_lines(exp / f"trial_{trial_id}")}
+        assert set(g["epoch"]) == reported, trial_id  # every reported epoch, once
+    for col in ("val_mse", "val_mse_pixel255", "val_mae", "val_ssim", "val_psnr", "train_loss", "status",
+                "stopped_early", "diverged", "error", "node_ip", "hostname", "time_this_iter_s",
+                "train_seconds", "config/lr", "config/model"):
+        assert col in df, col
+    best = json.loads((exp / "best_configs.json").read_text())
+    test = json.loads((exp / "test_metrics.json").read_text())
+    assert set(best) == set(test) == set(df["model"])
+    for model, entry in best.items():
+        rows = df[(df["model"] == model) & ~df["diverged"]]
+        assert math.isclose(entry["val_mse"], rows["val_mse"].min(), rel_tol=1e-9)
+        assert entry["checkpoint_epoch"] == entry["best_epoch"]  # the best checkpoint was kept
+        assert entry["config"]["model"] == model
+        t = test[model]
+        assert t["trial_id"] == entry["trial_id"] and t["epoch"] == entry["best_epoch"]
+        for key in ("mse_frame", "mse_pixel255", "mae_frame", "ssim", "psnr"):
+            assert np.isfinite(t["test"][key])
+            assert len(t["test"][f"{key}_per_step"]) == 10
+        with np.load(exp / "predictions" / f"{model}.npz") as z:
+            assert z["inputs"].shape == z["truth"].shape == z["pred"].shape == (4, 10, 64, 64)
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'study.db'}")
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) == samples
+    last_epoch = df.groupby("optuna_trial")["epoch"].max()
+    for t in finished:
+        assert t.user_attrs["value_epoch"] == last_epoch[t.number]  # the budget the value was reached at
+    meta = json.loads((exp / "sweep.json").read_text())
+    assert meta["status"] == "completed" and meta["num_trials"] == samples
+    assert meta["hardware"]["versions"]["ray"] and meta["wall_seconds"] > 0
+    assert list(exp.glob("trial_*/tensorboard/events.out.tfevents.*"))
+    for trial_dir in exp.glob("trial_*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= 2
+    return df
+
+
+def test_asha_sweep_stops_early_and_writes_everything(tiny_space: Path, tmp_path: Path) -> None:
+    result = run_sweep(SweepArgs(space=str(tiny_space), samples=6, storage=str(tmp_path), name="asha",
+                                 seed=0, report=False, verbose=0))
+    assert result.status == "completed"
+    df = _check_experiment(result.exp_dir, 6)
+    per_trial = df.groupby("trial_id").agg(stopped=("stopped_early", "any"), epochs=("epoch", "max"))
+    assert per_trial["stopped"].sum() >= 1
+    assert (per_trial[per_trial["stopped"]]["epochs"] < 3).all()
+    assert (per_trial[~per_trial["stopped"]]["epochs"] == 3).all()
+    meta = json.loads((result.exp_dir / "sweep.json").read_text())
+    assert meta["stopped_early"] == per_trial["stopped"].sum()
+    assert meta["trial_epochs"] == len(df)
+
+
+def test_killed_sweep_resumes_without_rerunning_completed_trials(tiny_space: Path, tmp_path: Path) -> None:
+    samples = 5
+    cmd = [sys.executable, str(REPO / "run_search.py"), "--space", str(tiny_space), "--samples", str(samples),
+           "--scheduler", "fifo", "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "killed",
+           "--no-report", "--verbose", "0"]
+    exp = tmp_path / "killed"
+    log = open(tmp_path / "driver.log", "w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    done: dict[str, list] = {}  # trial folder -> its reported (epoch, timestamp) rows when it had finished
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(done) < 2:
+            time.sleep(0.5)
+            for d in exp.glob("trial_*"):
+                rows = _result_lines(d)
+                if rows and rows[-1]["epoch"] == 3 and d.name not in done:
+                    done[d.name] = [(r["epoch"], r["timestamp"]) for r in rows]
+            assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert len(done) >= 2, "the driver did not finish two trials in time"
+        time.sleep(5)  # Ray saves its experiment state every 2 s (TUNE_GLOBAL_CHECKPOINT_S)
+        proc.send_signal(signal.SIGKILL)  # a real crash of the driver: no clean-up of any kind
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the local Ray this driver started, if it outlived it
+        except ProcessLookupError:
+            pass
+    meta = json.loads((exp / "sweep.json").read_text())
+    assert meta["status"] == "running"  # the crash left it unfinished
+    resumed = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", "--name", "killed",
+                              "--storage", str(tmp_path), "--no-report", "--verbose", "0"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name, rows in done.items():  # a re-run would have new timestamps, a resume extra rows
+        assert [(r["epoch"], r["timestamp"]) for r in _result_lines(exp / name)] == rows, f"{name} was re-run"
+    df = _check_experiment(exp, samples)
+    assert (df.groupby("trial_id")["epoch"].max() == 3).all()  # FIFO: every trial ran to the end
+    meta = json.loads((exp / "sweep.json").read_text())
+    assert len(meta["runs"]) == 2 and meta["runs"][-1]["resume"] is True
