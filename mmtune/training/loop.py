@@ -7,11 +7,13 @@ epoch's metrics and can persist a checkpoint; `mmtune train` uses the same path.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,33 +68,58 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Batches:
-    """A split held as uint8 frames (+ optional flow), cut into float batches on the device."""
+    """A split held as uint8 frames (+ optional flow), cut into float batches on the device.
 
-    def __init__(self, frames: np.ndarray, flow: np.ndarray | None, device: torch.device) -> None:
+    On CUDA the whole split is copied to the GPU once, still as uint8 (10,000 sequences are
+    0.8 GB), so a training step never waits for the host: indexing, the uint8 -> float cast
+    and the /255 all run on the GPU. A split that would take more than a quarter of the free
+    GPU memory stays on the host and is copied batch by batch (as uint8, a quarter of the
+    float bytes). `on_device=False` (the eager path) keeps every split on the host like that.
+    On CPU nothing moves.
+    """
+
+    def __init__(
+        self, frames: np.ndarray, flow: np.ndarray | None, device: torch.device, on_device: bool = True
+    ) -> None:
+        self.device = device
         self.frames = torch.from_numpy(np.ascontiguousarray(frames))
         self.flow = None if flow is None else torch.from_numpy(np.ascontiguousarray(flow))
-        self.device = device
+        self.on_device = (
+            on_device and device.type == "cuda" and _fits_on_device(self.frames, self.flow, device)
+        )
+        if self.on_device:
+            self.frames = self.frames.to(device)
+            self.flow = None if self.flow is None else self.flow.to(device)
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y): x (B, 10, C, 64, 64) inputs (+ flow channels), y (B, 10, 1, 64, 64) targets."""
+        idx = idx.to(self.frames.device)
         clip = self.frames[idx].to(self.device, non_blocking=True).float().div_(255.0).unsqueeze(2)
         x, y = clip[:, :T_IN], clip[:, T_IN:]  # (B, 10, 1, H, W) each
         if self.flow is not None:
-            x = torch.cat([x, self.flow[idx].to(self.device).float()], dim=2)
+            x = torch.cat([x, self.flow[idx].to(self.device, non_blocking=True).float()], dim=2)
         return x, y
 
     def iterate(self, batch_size: int, order: torch.Tensor | None = None):
         """Yield (x, y) batches in `order` (default: sequential)."""
         order = torch.arange(len(self)) if order is None else order
+        order = order.to(self.frames.device)  # one copy per epoch, not one per batch
         for lo in range(0, len(order), batch_size):
             yield self.get(order[lo : lo + batch_size])
 
 
+def _fits_on_device(frames: torch.Tensor, flow: torch.Tensor | None, device: torch.device) -> bool:
+    """Whether a split takes at most a quarter of the GPU's free memory (packed trials share it)."""
+    need = frames.nbytes + (0 if flow is None else flow.nbytes)
+    free, _ = torch.cuda.mem_get_info(device)
+    return need <= free // 4
+
+
 def build_optimizer(trial: TrialConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused on CUDA with the fast path), Adam or SGD, as the train config says."""
+    """AdamW (fused on CUDA with the fast path: one kernel for all parameters), Adam or SGD."""
     t = trial.train
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adamw":
@@ -114,8 +141,104 @@ def build_scheduler(trial: TrialConfig, opt: torch.optim.Optimizer, steps_per_ep
 
 
 def _autocast(device: torch.device, fast: bool):
-    """bf16 autocast on CUDA with the fast path; a no-op context elsewhere."""
+    """bf16 autocast on CUDA with the fast path; a no-op context elsewhere (CPU stays fp32)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=fast and device.type == "cuda")
+
+
+# Models whose convolutions run faster with NHWC weights and activations under bf16 on CUDA.
+# simple_lstm has no convolution, so the layout would only add copies.
+CHANNELS_LAST_MODELS = ("conv_lstm", "conv_tau")
+
+
+def compile_enabled(device: torch.device, fast: bool) -> bool:
+    """Whether the fast path compiles the model: on CUDA with triton; MMTUNE_COMPILE overrides.
+
+    Decision: compile on CUDA, not on CPU. On a GPU these small models are launch-bound (many
+    small norm/activation/residual kernels per step) and inductor fuses those chains; the
+    compile costs tens of seconds once per trial process, against a 10,000-sequence epoch of
+    625 steps. `mmtune bench` measures the compile time, the compiled and uncompiled step
+    and so the break-even step count; a GPU run of it is what confirms this default (see
+    docs/benchmarks.md). On CPU compiling does not pay: it needs a C++ toolchain and takes
+    longer than a short CPU trial's gain, so the CPU fast path stays eager.
+    MMTUNE_COMPILE=0 turns compiling off everywhere; MMTUNE_COMPILE=1 forces it on (with fast).
+    """
+    flag = os.environ.get("MMTUNE_COMPILE", "").strip()
+    if flag in ("0", "1"):
+        return fast and flag == "1"
+    return fast and device.type == "cuda" and _has_triton()
+
+
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def prepare_model(
+    model: nn.Module,
+    name: str,
+    device: torch.device,
+    fast: bool,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+) -> nn.Module:
+    """Move `model` to `device` and, with the fast path on CUDA, set it up for speed.
+
+    CUDA + fast: channels_last for the convolutional models (cuDNN's NHWC bf16 kernels feed the
+    tensor cores without layout transposes) and `torch.compile` (see `compile_enabled`). The
+    compile is in place (`nn.Module.compile`), so `state_dict()` keys and checkpoints are the
+    same as eager ones. CPU: the model is only moved, so CPU training is exactly eager fp32.
+
+    Args:
+        model: a freshly built model.
+        name: its registry name (decides channels_last).
+        device: where it trains.
+        fast: the fast path (TrainConfig.fast).
+        channels_last: override the layout decision (`mmtune bench` measures each speed-up alone).
+        compile: override the compile decision.
+
+    Returns:
+        The same module object, moved and prepared.
+    """
+    model = model.to(device)
+    if channels_last is None:
+        channels_last = fast and device.type == "cuda" and name in CHANNELS_LAST_MODELS
+    if compile is None:
+        compile = compile_enabled(device, fast)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()
+    return model
+
+
+def forward_loss(
+    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, fast: bool
+) -> torch.Tensor:
+    """The training loss of one batch (a 0-d fp32 tensor); the forward runs under `_autocast`."""
+    with _autocast(device, fast):
+        pred = model(x)
+        loss, _ = loss_fn(pred.float(), y)
+    return loss
+
+
+def optimizer_step(
+    model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None
+) -> None:
+    """Backward, optional gradient clipping, one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+# With the fast path on CUDA, the loss is read back (a host-device sync) only every this many
+# steps, so the host can queue the next steps while the GPU runs; a NaN/inf is then caught up
+# to this many steps late, and the run still ends as "diverged".
+SYNC_EVERY = 25
 
 
 @torch.no_grad()
@@ -141,7 +264,9 @@ class Trainer:
         self.data = data or MovingMNIST(trial.data)
         self.progress = progress
         torch.manual_seed(trial.train.seed)
-        self.model = get_model(trial.model, trial.model_cfg).to(self.device)
+        self.model = prepare_model(
+            get_model(trial.model, trial.model_cfg), trial.model, self.device, trial.train.fast
+        )
         self.loss_fn = VideoLoss(kl_weight=trial.kl_weight)
         self.train_size = trial.data.train_size
         self.steps_per_epoch = math.ceil(self.train_size / trial.train.batch_size)
@@ -159,7 +284,7 @@ class Trainer:
         """A split's batches, with the flow channels the config asks for."""
         frames = self.data.frames(name, epoch)
         flow = flow_inputs(self.data, name, self.trial.train.flow, epoch)
-        return Batches(frames, flow, self.device)
+        return Batches(frames, flow, self.device, on_device=self.trial.train.fast)
 
     def _train_batches(self, epoch: int) -> Batches:
         if self._train is None or self.trial.data.online:
@@ -219,22 +344,31 @@ class Trainer:
             leave=False,
         )
         fast = self.trial.train.fast
-        for x, y in bar:
-            with _autocast(self.device, fast):
-                pred = self.model(x)
-                loss, _ = self.loss_fn(pred.float(), y)
-            if not torch.isfinite(loss):
+        lazy = fast and self.device.type == "cuda"
+        running = torch.zeros((), device=self.device)  # sum of loss * batch size since the last sync
+        for step, (x, y) in enumerate(bar, 1):
+            loss = forward_loss(self.model, self.loss_fn, x, y, self.device, fast)
+            if not lazy and not torch.isfinite(loss):
                 bar.close()
                 return math.nan, "diverged"
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.trial.train.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.trial.train.grad_clip)
-            self.optimizer.step()
+            optimizer_step(self.model, loss, self.optimizer, self.trial.train.grad_clip)
             self.scheduler.step()
-            total += loss.item() * len(x)
             count += len(x)
+            if not lazy:
+                total += loss.item() * len(x)
+            else:
+                running += loss.detach() * len(x)
+                if step % SYNC_EVERY:
+                    continue
+                total += running.item()
+                running.zero_()
+                if not math.isfinite(total):
+                    bar.close()
+                    return math.nan, "diverged"
             bar.set_postfix(loss=f"{total / count:.4f}")
+        total += running.item()
+        if not math.isfinite(total):
+            return math.nan, "diverged"
         return total / max(count, 1), "ok"
 
     def fit(self, on_epoch: Callable[[EpochResult, Trainer], None] | None = None) -> FitResult:
