@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmtune.flow import check_estimator
 from mmtune.report.strips import save_strip
 from mmtune.training.config import TrialConfig
 from mmtune.training.loop import Trainer
@@ -40,6 +41,9 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     Returns:
         The dict written to test_metrics.json.
     """
+    # A missing RAFT weights file (offline) or a flow that does not fit the data is one line before
+    # anything is printed or written, not an error after the first split was loaded.
+    check_estimator(trial.train.flow, trial.data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,0 +1,177 @@
+"""The fast path's numerics and the `mmtune bench` command (CPU).
+
+The CUDA fast path (bf16 autocast, channels_last, compile, fused AdamW, data on the GPU) cannot
+run here, so its numerics are checked piece by piece on CPU: bf16 autocast is forced on CPU
+for a forward pass, channels_last is applied to the CPU model. The 1-epoch val MSE check runs
+the real `fast=True` Trainer, which on CPU is the eager path by design (so it is exact here);
+on a GPU the same test compares bf16 against fp32 and is the real check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmtune.bench import BenchResult, count_train_flops, size_config, write_markdown
+from mmtune.bench.bench import BenchConfig, _conv_backward_flop
+from mmtune.errors import MMTuneError
+from mmtune.metrics import VideoLoss
+from mmtune.models import get_model, list_models
+from mmtune.training.config import build_trial
+from mmtune.training.loop import Trainer, prepare_model, resolve_device
+
+# bf16 keeps 8 bits of mantissa (relative error 2^-8 ≈ 0.004 per rounding); after a few
+# layers the sigmoid outputs in [0, 1] of an untrained model differ by ~1e-3 on average.
+BF16_MAX_ABS = 0.03
+BF16_MEAN_ABS = 0.005
+
+
+def _inputs(batch: int = 4):
+    gen = torch.Generator().manual_seed(1)
+    return torch.rand(batch, 10, 1, 64, 64, generator=gen), torch.rand(batch, 10, 1, 64, 64, generator=gen)
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_bf16_autocast_matches_fp32_on_the_same_weights(model):
+    torch.manual_seed(0)
+    net = get_model(model, size_config(model, "small")).eval()
+    x, y = _inputs()
+    loss_fn = VideoLoss(kl_weight=0.1)
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # what _autocast does on CUDA
+            low = net(x).float()
+        ref_loss, _ = loss_fn(ref, y)
+        low_loss, _ = loss_fn(low, y)
+    diff = (ref - low).abs()
+    assert diff.max().item() < BF16_MAX_ABS, f"{model}: max |fp32 - bf16| = {diff.max().item():.4f}"
+    assert diff.mean().item() < BF16_MEAN_ABS, f"{model}: mean |fp32 - bf16| = {diff.mean().item():.5f}"
+    assert math.isclose(ref_loss.item(), low_loss.item(), rel_tol=0.02)
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_channels_last_keeps_outputs(model):
+    torch.manual_seed(0)
+    eager = get_model(model, size_config(model, "small")).eval()
+    torch.manual_seed(0)
+    nhwc = prepare_model(get_model(model, size_config(model, "small")), model, torch.device("cpu"), True,
+                         channels_last=True, compile=False).eval()
+    x, _ = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc(x), eager(x), rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_model_keeps_checkpoint_keys():
+    # nn.Module.compile is in place: a compiled trial's checkpoint loads into an eager model.
+    # (Only set up here; compiling itself happens on the first call, on CUDA.)
+    cfg = size_config("conv_tau", "small")
+    net = prepare_model(get_model("conv_tau", cfg), "conv_tau", torch.device("cpu"), True, compile=True)
+    assert getattr(net, "_compiled_call_impl", None) is not None
+    assert list(net.state_dict()) == list(get_model("conv_tau", cfg).state_dict())
+
+
+def test_cpu_fast_path_is_eager(monkeypatch):
+    monkeypatch.delenv("MMTUNE_COMPILE", raising=False)
+    cfg = size_config("conv_tau", "small")
+    net = prepare_model(get_model("conv_tau", cfg), "conv_tau", torch.device("cpu"), True)
+    assert getattr(net, "_compiled_call_impl", None) is None
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
+def test_fast_val_mse_within_2_percent_of_eager_after_one_epoch():
+    torch.set_num_threads(1)
+    device = resolve_device("auto")
+    data = {"train_size": 64, "val_size": 16, "test_size": 8}
+    mse = {}
+    for fast in (True, False):
+        trial = build_trial("conv_tau", "small", train_overrides={"epochs": 1, "batch_size": 16, "fast": fast},
+                            data_overrides=data)
+        mse[fast] = Trainer(trial, progress=False).fit().history[0].val_mse
+    assert abs(mse[True] - mse[False]) <= 0.02 * mse[False], f"{device}: fast {mse[True]} vs eager {mse[False]}"
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_flop_count_is_positive_and_grows_with_size(model):
+    small = count_train_flops(model, size_config(model, "small"), batch=1)
+    default = count_train_flops(model, size_config(model, "default"), batch=1)
+    assert 0 < small < default
+
+
+def test_grouped_conv_weight_gradient_is_not_overcounted():
+    # a depth-wise 3x3 conv, 8 channels, 4x4 output, batch 1: 2 * 9 * 16 * 8 FLOPs each for
+    # the input and the weight gradient (torch itself counts the weight gradient 8x)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    x = torch.rand(1, 8, 4, 4, requires_grad=True)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten.convolution_backward: _conv_backward_flop})
+    with counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * 2 * 9 * 16 * 8
+
+
+def test_bench_config_rejects_bad_values():
+    with pytest.raises(MMTuneError, match="sizes"):
+        BenchConfig(sizes=("huge",))
+    with pytest.raises(MMTuneError, match="pack"):
+        BenchConfig(pack=(0,))
+    with pytest.raises(MMTuneError, match="variants"):
+        BenchConfig(variants=("turbo",))
+
+
+def _fake_result(device: str, date: str) -> BenchResult:
+    hw = {"cpu": "Test CPU", "cores": 2, "memory_gb": 1.0, "gpu": None, "load_avg_at_start": [0.0, 0.0, 0.0],
+          "versions": {"python": "3", "torch": "2", "numpy": "1", "cuda": None, "cudnn": None}}
+    meta = {"date": date, "command": "mmtune bench", "device": device, "hardware": hw, "bf16_peak_tflops": None,
+            "fast_path": {"compile": False}, "total_seconds": 1.0, "load_avg_at_end": [0.0, 0.0, 0.0]}
+    gen = {"sequences": 10, "min_s": 0.1, "median_s": 0.1, "seconds": [0.1], "sequences_per_s": 100.0}
+    return BenchResult(meta, models=[], pack={}, generation=gen)
+
+
+def test_markdown_section_is_replaced_and_the_rest_kept(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nHand-written notes.\n")
+    write_markdown(_fake_result("cpu", "first"), path)
+    write_markdown(_fake_result("cuda", "gpu-run"), path)
+    write_markdown(_fake_result("cpu", "second"), path)
+    text = path.read_text()
+    assert "Hand-written notes." in text and "gpu-run" in text and "second" in text
+    assert "first" not in text
+    assert text.count("mmtune-bench:cpu:begin") == 1
+
+
+def test_bench_tiny_runs_on_cpu_and_writes_json_and_markdown(tmp_path):
+    out, js = tmp_path / "bench.md", tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmtune.cli", "bench", "--tiny", "--device", "cpu", "--out", str(out),
+         "--json", str(js)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[bench]" in proc.stderr  # progress lines
+    data = json.loads(js.read_text())
+    assert data["meta"]["device"] == "cpu" and data["meta"]["hardware"]["gpu"] is None
+    assert {r["model"] for r in data["models"]} == set(list_models())
+    for row in data["models"]:
+        assert row["flops_per_sample"] > 0 and row["peak_rss_mb"] > 0
+        assert {v["variant"] for v in row["variants"]} == {"eager", "fast"}
+        assert all(v["samples_per_s"] > 0 for v in row["variants"])
+    assert [r["k"] for r in data["pack"]["runs"]] == [1, 2]
+    assert data["generation"]["sequences"] == 10_000 and data["generation"]["min_s"] > 0
+    text = out.read_text()
+    assert "**Hardware:**" in text and "no GPU" in text and "mmtune bench --tiny" in text
+
+
+def test_bench_bad_flag_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmtune.cli", "bench", "--sizes", "huge", "--out", str(tmp_path / "b.md")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "sizes" in proc.stderr
