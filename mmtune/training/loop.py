@@ -283,7 +283,7 @@ class Trainer:
     def split(self, name: str, epoch: int = 0) -> Batches:
         """A split's batches, with the flow channels the config asks for."""
         frames = self.data.frames(name, epoch)
-        flow = flow_inputs(self.data, name, self.trial.train.flow, epoch)
+        flow = flow_inputs(self.data, name, self.trial.train.flow, epoch, progress=self.progress)
         return Batches(frames, flow, self.device, on_device=self.trial.train.fast)
 
     def _train_batches(self, epoch: int) -> Batches:
