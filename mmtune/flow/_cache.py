@@ -45,7 +45,8 @@ def paths(key: str, root: Path | None = None) -> tuple[Path, Path, Path]:
     return root / f"{key}.npy", root / f"{key}.json", root / f"{key}.lock"
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 16 MB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
@@ -73,7 +74,7 @@ def _load_valid(key: str, meta: dict[str, Any], shape: tuple[int, ...], root: Pa
             problem = "its sidecar describes other inputs"
         elif tuple(info.get("shape", ())) != shape or info.get("dtype") != "float16":
             problem = f"shape/dtype {info.get('shape')} {info.get('dtype')} != {list(shape)} float16"
-        elif _file_sha256(data) != info.get("sha256"):
+        elif file_sha256(data) != info.get("sha256"):
             problem = "its checksum does not match"
         if problem is None:
             arr = np.load(data, mmap_mode="r")
@@ -118,7 +119,7 @@ def load_or_build(
             out.flush()
             del out
             _fsync(tmp)
-            digest = _file_sha256(tmp)
+            digest = file_sha256(tmp)
             os.replace(tmp, data)
             info = {"meta": meta, "shape": list(shape), "dtype": "float16", "sha256": digest}
             tmp_side.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")

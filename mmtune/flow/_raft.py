@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from mmtune.errors import MMTuneError
+from mmtune.flow._cache import file_sha256
 
 WEIGHTS_ENV = "MMTUNE_RAFT_WEIGHTS"
 MIN_SIZE = 128  # RAFT's feature pyramid needs frames of at least 128 px
@@ -82,11 +82,8 @@ def resolve_weights(variant: str) -> Path | None:
 
 @functools.lru_cache(maxsize=8)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a weights file, cached while its size and mtime stay the same."""
+    return file_sha256(Path(path))
 
 
 def weights_digest(variant: str) -> str:
