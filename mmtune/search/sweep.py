@@ -153,6 +153,25 @@ def _check_storage(storage: str, is_uri: bool) -> str:
     return str(path)
 
 
+def check_checkpoints(exp_dir: Path) -> None:
+    """Before --resume: every kept trial checkpoint must match its sha256 sidecar.
+
+    Ray would restart an unfinished trial from a corrupt file (and fail it max_failures times), or
+    test a finished one's best checkpoint from it; one line naming the file is clearer, and nothing
+    of the experiment has been touched yet.
+    """
+    import hashlib
+
+    states = sorted(exp_dir.glob("trial_*/checkpoint_*/state.pt"))
+    for state in states:
+        side = state.with_name(state.name + ".sha256")
+        digest = hashlib.sha256(state.read_bytes()).hexdigest()
+        if not side.is_file() or side.read_text().strip() != digest:
+            why = "no sha256 sidecar" if not side.is_file() else "sha256 mismatch"
+            raise MMTuneError(f"--resume: checkpoint {state} is corrupt ({why}; {len(states)} checked); "
+                              f"put the file back from a copy, or start a new sweep with another --name")
+
+
 # -- atomic writes --------------------------------------------------------------------------
 
 
@@ -418,6 +437,7 @@ def run_sweep(args: SweepArgs) -> SweepResult:
         if not saved.is_file() or not ta.can_restore(exp_path):
             raise MMTuneError(f"--resume: no resumable experiment {args.name!r} under {args.storage} "
                               f"(expected {exp_path} with Ray's experiment state and sweep.json)")
+        check_checkpoints(exp_dir)
         import json
 
         previous = json.loads(saved.read_text())

@@ -36,6 +36,10 @@ TB_DIR = "tensorboard"
 # NaN cutoffs, Optuna rejects NaN) and far above any real per-frame MSE (at most 64*64 = 4096).
 DIVERGED_VAL_MSE = 1.0e9
 TERMINAL = ("TERMINATED", "ERROR")
+# Checkpoint folders kept per trial: the best by val_mse and the latest. Ray never deletes the
+# latest and keeps `num_to_keep` best ones besides it, so num_to_keep=1 gives these two (with
+# num_to_keep=2 a trial whose last epochs got worse kept 3, 27 MB each for simple_lstm hidden 128).
+KEEP_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,24 @@ class RecordingOptunaSearch(OptunaSearch):
             self.__dict__["_best_values"] = {}
         return self.__dict__["_best_values"]
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Load the saved searcher (on --resume), then fail the Optuna trials that were lost with the driver."""
+        super().restore(checkpoint_path)
+        self._fail_orphans()
+
+    def _fail_orphans(self) -> None:
+        # The driver asks Optuna for a trial (written to SQLite at once) before Ray saves the trial in
+        # its experiment state; a crash in between leaves an Optuna trial RUNNING that no Ray trial will
+        # ever finish. Constant-liar TPE would keep treating it as in flight, and the dashboard would
+        # show it running forever: mark it failed. Ray asks for a new trial in its place.
+        known = {t.number for t in self._ot_trials.values()}
+        for ft in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if ft.number in known:
+                continue
+            optuna.trial.Trial(self._ot_study, ft._trial_id).set_user_attr(
+                "lost", "asked for just before the driver crashed; its Ray trial was never saved")
+            self._ot_study.tell(ft.number, state=optuna.trial.TrialState.FAIL)
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         # After a driver crash the saved searcher can be older than the study: a trial it thinks
         # running may be finished in the SQLite study already. Optuna then refuses updates; the
@@ -276,6 +298,14 @@ def connect(address: str | None) -> ClusterInfo:
     # Save the experiment state every 2 s (Ray: 10 s), so a driver that dies loses little; --resume
     # restarts a trial from its last checkpoint only if the state saw that checkpoint.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # With num_to_keep=1 Ray also snapshots the experiment at every checkpoint (so a crash never
+    # leaves the state pointing at a deleted one) and warns when that is more than one per 5 s:
+    # with short smoke epochs it always is, and the snapshot is a small JSON file.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if address is None:
+        # A fresh local instance enables token auth and says so on stderr at every start: noise that
+        # would turn an error found after connecting into more than one line.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address is None:
             # "local": always a fresh instance; plain ray.init() would join any `ray start` cluster
@@ -350,8 +380,8 @@ def _run_config(settings: TuneSettings) -> RunConfig:
         name=settings.name,
         storage_path=settings.storage,
         checkpoint_config=CheckpointConfig(
-            num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
-        ),  # the best by val_mse and the latest (Ray never deletes the latest)
+            num_to_keep=KEEP_CHECKPOINTS - 1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
+        ),  # the best by val_mse, and the latest that Ray keeps besides it
         failure_config=FailureConfig(max_failures=settings.max_failures),
         verbose=settings.verbose,
     )

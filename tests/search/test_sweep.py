@@ -112,6 +112,11 @@ def test_killed_sweep_resumes_without_rerunning_completed_trials(tiny_space: Pat
             pass
     meta = json.loads((exp / "sweep.json").read_text())
     assert meta["status"] == "running"  # the crash left it unfinished
+    study_db = f"sqlite:///{exp / 'study.db'}"
+    at_crash = optuna.load_study(study_name="killed", storage=study_db).trials
+    finished_at_crash = {t.number: t.value for t in at_crash if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(finished_at_crash) >= 2  # the two trials the test saw finish
+    _check_corrupt_checkpoint_refused(exp, tmp_path)
     resumed = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", "--name", "killed",
                               "--storage", str(tmp_path), "--no-report", "--verbose", "0"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=400)
@@ -122,3 +127,33 @@ def test_killed_sweep_resumes_without_rerunning_completed_trials(tiny_space: Pat
     assert (df.groupby("trial_id")["epoch"].max() == 3).all()  # FIFO: every trial ran to the end
     meta = json.loads((exp / "sweep.json").read_text())
     assert len(meta["runs"]) == 2 and meta["runs"][-1]["resume"] is True
+    # The Optuna study carried on: the trials it had stay as they were, it grew to one finished
+    # trial per Ray trial, none twice, none left hanging.
+    after = optuna.load_study(study_name="killed", storage=study_db).trials
+    assert len(after) >= len(at_crash)
+    assert {t.number: t.value for t in after if t.number in finished_at_crash} == finished_at_crash
+    complete = [t for t in after if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == samples, [(t.number, t.state) for t in after]
+    # An Optuna trial asked for just before the crash, whose Ray trial was never saved, is failed
+    # on resume (not left RUNNING forever); Ray asked for a new one in its place.
+    lost = [t for t in after if t.state != optuna.trial.TrialState.COMPLETE]
+    assert all(t.state == optuna.trial.TrialState.FAIL and "lost" in t.user_attrs for t in lost), lost
+    ray_ids = [t.user_attrs.get("ray_trial_id") for t in complete]
+    assert len(set(ray_ids)) == samples and set(ray_ids) == set(df["trial_id"])
+    assert sorted(df.groupby("trial_id")["optuna_trial"].first()) == sorted(t.number for t in complete)
+
+
+def _check_corrupt_checkpoint_refused(exp: Path, tmp_path: Path) -> None:
+    """--resume of a real crashed experiment with one flipped checkpoint byte: one line, exit 2,
+    and not a file of the experiment changed; then the byte goes back."""
+    state = sorted(exp.glob("trial_*/checkpoint_*/state.pt"))[0]
+    good = state.read_bytes()
+    before = {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file() and p != state}
+    state.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", "--name", "killed",
+                           "--storage", str(tmp_path), "--no-report", "--verbose", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and f"checkpoint {state} is corrupt" in lines[0], proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file() and p != state} == before
+    state.write_bytes(good)

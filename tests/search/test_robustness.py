@@ -1,0 +1,444 @@
+"""Sweeps that survive: bad input is refused in one line, a diverging trial is stopped and shown,
+a lost worker node costs at most one epoch per trial, and a trial keeps at most two checkpoints.
+
+Everything here is real: `run_search.py` / `mmtune` subprocesses, a local Ray, a 2-node loopback
+cluster (slow), real NaN training. The driver-crash resume is in test_sweep.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mmtune.search.sweep import SweepArgs, run_sweep
+from mmtune.search.tune_adapter import KEEP_CHECKPOINTS
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+# -- bad input: one table ---------------------------------------------------------------------
+
+SMOKE = str(REPO / "search_spaces" / "smoke.yaml")
+# Training data small enough that a `mmtune train` case that gets past validation ends in seconds.
+TINY_TRAIN = ["--preset", "small", "--epochs", "1", "--train-size", "16", "--val-size", "8", "--test-size", "8",
+              "--quiet", "--device", "cpu"]
+SPACES = {
+    "malformed.yaml": "model: conv_tau\nshared: {lr: [1, 2\n",
+    "unknown_model.yaml": "model: conv_transformer\n",
+    "unknown_param.yaml": "model: conv_tau\nmodels:\n  conv_tau: {preset: small, n_heads: 4}\n",
+    "unknown_key.yaml": "model: conv_tau\nsearch: {samples: 4}\n",
+    "empty_range.yaml": "model: conv_tau\nmodels:\n  conv_tau: {N_T: {type: int, low: 1, high: 2, step: 4}}\n",
+    "empty_choices.yaml": "model: conv_lstm\nmodels:\n  conv_lstm: {hidden: {type: categorical, choices: []}}\n",
+    "inverted.yaml": "model: simple_lstm\nshared:\n  lr: {type: float, low: 1.0e-2, high: 1.0e-4, log: true}\n",
+    "even_kernel.yaml": "model: conv_lstm\nmodels:\n  conv_lstm: {kernel_size: {type: categorical, choices: [3, 4]}}\n",
+    "odd_ns.yaml": "model: conv_tau\nmodels:\n  conv_tau: {preset: small, N_S: 3}\n",
+    "raft.yaml": "model: conv_tau\nmodels:\n  conv_tau: {preset: small, flow: {type: categorical, "
+                 "choices: [none, raft_small]}}\n",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: the command (run_search.py args, or `mmtune` args when `mmtune`), the text
+    its one stderr line must contain, and how it is set up."""
+
+    args: list[str]
+    expected: str
+    mmtune: bool = False
+    offline_raft: bool = False  # an empty TORCH_HOME and no MMTUNE_RAFT_WEIGHTS
+
+
+# {S}: the storage folder (holds the experiment "precious" and the broken one "corrupt");
+# {D}: a folder of the test's own; {SPACE:x}: one of SPACES.
+BAD: dict[str, Case] = {
+    "malformed_yaml": Case(["--space", "{SPACE:malformed.yaml}"], "not valid YAML at line"),
+    "unknown_model": Case(["--space", "{SPACE:unknown_model.yaml}"], "unknown model 'conv_transformer'"),
+    "unknown_model_train": Case(["train", "--model", "conv_transformer", "--out", "{S}/precious"],
+                                "unknown model 'conv_transformer'", mmtune=True),
+    "unknown_parameter": Case(["--space", "{SPACE:unknown_param.yaml}"], "n_heads: unknown parameter"),
+    "unknown_top_level_key": Case(["--space", "{SPACE:unknown_key.yaml}"], "unknown top-level key 'search'"),
+    "empty_range": Case(["--space", "{SPACE:empty_range.yaml}"], "empty range"),
+    "empty_choices": Case(["--space", "{SPACE:empty_choices.yaml}"], "choices must be a non-empty list"),
+    "inverted_range": Case(["--space", "{SPACE:inverted.yaml}"], "inverted range: low 0.01 > high 0.0001"),
+    "even_kernel_size": Case(["--space", "{SPACE:even_kernel.yaml}"], "kernel_size = 4"),
+    "odd_N_S": Case(["--space", "{SPACE:odd_ns.yaml}"], "N_S must be an even number"),
+    "bad_flag_value": Case(["--space", SMOKE, "--samples", "0"], "--samples must be a positive integer"),
+    "more_gpus_than_cluster": Case(["--space", SMOKE, "--gpus-per-trial", "1"],
+                                   "--gpus-per-trial 1.0 but the largest node of the cluster has 0 GPU(s)"),
+    "unreachable_address": Case(["--space", SMOKE, "--address", "127.0.0.1:1"], "no Ray head reachable"),
+    "malformed_address": Case(["--space", SMOKE, "--address", "headnode"], "must be auto or HOST:PORT"),
+    "resume_missing_experiment": Case(["--resume", "--name", "never-ran"], "no resumable experiment 'never-ran'"),
+    "resume_without_name": Case(["--resume"], "--resume needs --name"),
+    "existing_name_without_resume": Case(["--space", SMOKE, "--name", "precious"], "already exists"),
+    "storage_under_a_file": Case(["--space", SMOKE, "--storage", "{S}/precious/sentinel.txt/sub"],
+                                 "not writable (Not a directory)"),
+    "storage_in_proc": Case(["--space", SMOKE, "--storage", "/proc/mmtune-experiments"], "not writable"),
+    "resume_corrupt_checkpoint": Case(["--resume", "--name", "corrupt"], "is corrupt (sha256 mismatch"),
+    "train_resume_corrupt_checkpoint": Case(
+        ["train", "--model", "conv_tau", *TINY_TRAIN, "--resume", "{S}/corrupt/trial_0/checkpoint_000000/state.pt",
+         "--out", "{D}/out"], "is corrupt (sha256 mismatch)", mmtune=True),
+    "raft_weights_missing_train": Case(
+        ["train", "--model", "conv_tau", "--flow", "raft_small", *TINY_TRAIN, "--out", "{S}/precious"],
+        "raft_small needs its pretrained weights", mmtune=True, offline_raft=True),
+    "raft_weights_missing_space": Case(["--space", "{SPACE:raft.yaml}"], "flow: raft_small needs its pretrained",
+                                       offline_raft=True),
+    "bad_train_value": Case(["train", "--model", "simple_lstm", "--lr", "-1", "--out", "{S}/precious"],
+                            "lr must be a positive number", mmtune=True),
+}
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under `root`: (size, mtime_ns, sha256), to show nothing was touched."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A storage folder holding a finished-looking experiment and one with a corrupt checkpoint."""
+    import torch
+
+    from mmtune.training.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("storage")
+    exp = root / "precious"
+    exp.mkdir()
+    (exp / "sentinel.txt").write_text("do not touch\n")
+    pd.DataFrame({"trial_id": ["a", "a"], "epoch": [1, 2], "val_mse": [300.0, 250.0]}).to_parquet(
+        exp / "results.parquet")
+    (exp / "sweep.json").write_text(json.dumps({"status": "completed", "args": {}}))
+    # A resumable-looking experiment (Ray's tuner.pkl, our sweep.json) whose one checkpoint had a bit flipped.
+    bad = root / "corrupt"
+    ckpt = bad / "trial_0" / "checkpoint_000000" / "state.pt"
+    save_checkpoint({"epoch": 1, "weights": torch.zeros(64)}, ckpt)
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    (bad / "tuner.pkl").write_bytes(b"not needed: the checksum check comes first")
+    (bad / "sweep.json").write_text(json.dumps({"status": "running", "args": {"space": SMOKE}}))
+    return root
+
+
+def _fill(arg: str, storage: Path, own: Path) -> str:
+    if arg.startswith("{SPACE:"):
+        name = arg[len("{SPACE:"):-1]
+        path = own / name
+        path.write_text(SPACES[name])
+        return str(path)
+    return arg.replace("{S}", str(storage)).replace("{D}", str(own))
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(name: str, storage: Path, tmp_path: Path) -> None:
+    case = BAD[name]
+    args = [_fill(a, storage, tmp_path) for a in case.args]
+    if not case.mmtune and "--storage" not in args:
+        args += ["--storage", str(storage)]
+    env = {**os.environ, "MMTUNE_CACHE": str(tmp_path / "cache")}
+    if case.offline_raft:
+        env.pop("MMTUNE_RAFT_WEIGHTS", None)
+        env["TORCH_HOME"] = str(tmp_path / "empty-torch-home")
+    cmd = [sys.executable, "-m", "mmtune.cli", *args] if case.mmtune else [sys.executable, str(REPO / "run_search.py"),
+                                                                           *args]
+    before = _snapshot(storage)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr  # no traceback, no log noise
+    assert "error:" in lines[0] and case.expected in lines[0], lines[0]
+    assert _snapshot(storage) == before  # nothing created, changed or removed under the storage
+    assert "Traceback" not in proc.stdout
+
+
+def test_bad_input_table_is_large_enough() -> None:
+    assert len(BAD) >= 15
+
+
+def test_corrupt_flow_cache_is_detected_and_rebuilt(tmp_path: Path) -> None:
+    """`mmtune train --flow farneback` over a flow cache whose array no longer matches its checksum."""
+    env = {**os.environ, "MMTUNE_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "mmtune.cli", "train", "--model", "conv_tau", "--flow", "farneback", *TINY_TRAIN,
+           "--out", str(tmp_path / "run")]
+    first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    arrays = sorted((tmp_path / "cache").glob("*.npy"))
+    assert len(arrays) == 3  # train, val, test
+    good = {p.name: p.read_bytes() for p in arrays}
+    victim = arrays[0]
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF  # inside the float16 payload: the .npy still loads, only the checksum can tell
+    victim.write_bytes(bytes(data))
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "unusable (its checksum does not match); rebuilding it" in second.stderr
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "cache").glob("*.npy"))} == good  # rebuilt, same
+    side = json.loads(victim.with_suffix(".json").read_text())
+    assert side["sha256"] == hashlib.sha256(victim.read_bytes()).hexdigest()
+    first_test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())["test"]
+    assert math.isfinite(first_test["mse_frame"])
+
+
+# -- divergence ---------------------------------------------------------------------------------
+
+# conv_tau small at lr 10 goes NaN in its first epoch (checked with `mmtune train --model conv_tau
+# --preset small --lr 10 --epochs 2 --train-size 32`); simple_lstm beside it trains normally.
+DIVERGING = """
+model: {choices: [simple_lstm, conv_tau]}
+shared: {batch_size: 16, epochs: 2}
+models:
+  simple_lstm: {preset: small, hidden: 32, lr: 3.0e-3}
+  conv_tau: {preset: small, lr: 10.0}
+data: {train_size: 32, val_size: 8, test_size: 8}
+"""
+
+
+def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
+    from mmtune.report._load import DIVERGED, load_experiment, trial_table
+    from mmtune.report._summary import get_summary_info
+
+    space = tmp_path / "diverging.yaml"
+    space.write_text(DIVERGING)
+    result = run_sweep(SweepArgs(space=str(space), samples=4, sampler="random", scheduler="fifo",
+                                 storage=str(tmp_path), name="div", seed=0, report=True, verbose=0))
+    assert result.status == "completed"  # the sweep carried on past the NaN
+    exp = result.exp_dir
+    df = pd.read_parquet(exp / "results.parquet")
+    assert df["trial_id"].nunique() == 4 and not df.duplicated(["trial_id", "epoch"]).any()
+    per_trial = df.groupby("trial_id").agg(model=("model", "first"), diverged=("diverged", "any"),
+                                           epochs=("epoch", "max"), status=("status", "last"))
+    assert set(per_trial["model"]) == {"simple_lstm", "conv_tau"}, per_trial  # seed 0 samples both
+    assert (per_trial["status"] == "TERMINATED").all()
+    tau = per_trial[per_trial["model"] == "conv_tau"]
+    assert tau["diverged"].all()
+    assert (tau["epochs"] < 2).all()  # stopped at the epoch it went NaN, not trained on
+    bad = df[df["diverged"]]
+    assert bad["val_mse"].isna().all() and (bad["objective"] == 1e9).all()  # NaN kept; ASHA/Optuna saw 1e9
+    assert not df.loc[df["diverged"], "stopped_early"].any()
+    lstm = per_trial[per_trial["model"] == "simple_lstm"]
+    assert (~lstm["diverged"]).all() and (lstm["epochs"] == 2).all()
+    best = json.loads((exp / "best_configs.json").read_text())
+    assert set(best) == {"simple_lstm"}  # best_configs ignores the diverged family
+    assert set(json.loads((exp / "test_metrics.json").read_text())) == {"simple_lstm"}
+    meta = json.loads((exp / "sweep.json").read_text())
+    assert meta["diverged"] == len(tau) >= 1
+    for tid in tau.index:  # no checkpoint of NaN weights was kept
+        rows = [json.loads(line) for line in (exp / f"trial_{tid}" / "result.json").read_text().splitlines()]
+        assert len(list((exp / f"trial_{tid}").glob("checkpoint_*"))) == len(rows) - 1
+    # The report: its records count the diverged trial, and the page says so.
+    info = get_summary_info(load_experiment(exp))
+    assert info.outcomes[DIVERGED] == len(tau)
+    table = trial_table(load_experiment(exp).results)
+    assert set(table.loc[table["outcome"] == DIVERGED, "trial_id"]) == set(tau.index)
+    html = (exp / "report.html").read_text()
+    assert f"{len(tau)} diverged (NaN)" in html
+    # Optuna was told the stand-in value, and the trial is marked.
+    import optuna
+
+    study = optuna.load_study(study_name="div", storage=f"sqlite:///{exp / 'study.db'}")
+    marked = [t for t in study.trials if t.user_attrs.get("diverged")]
+    assert len(marked) == len(tau) and all(t.value == 1e9 for t in marked)
+    _check_checkpoint_count(exp)
+
+
+def _check_checkpoint_count(exp: Path) -> None:
+    for trial_dir in exp.glob("trial_*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= KEEP_CHECKPOINTS, trial_dir
+
+
+# -- disk -------------------------------------------------------------------------------------
+
+# val_mse improves, then gets worse twice: with Ray's num_to_keep=2 this kept 3 checkpoints (the two
+# best and the latest, which Ray never deletes). A high fixed lr on few clips makes it likely.
+def test_a_trial_keeps_at_most_its_best_and_latest_checkpoints(tmp_path: Path) -> None:
+    import torch
+
+    space = tmp_path / "keep.yaml"
+    space.write_text("model: simple_lstm\nshared: {batch_size: 8, epochs: 5}\n"
+                     "models:\n  simple_lstm: {preset: small, hidden: 32, lr: {type: float, low: 0.02, high: 0.05}}\n"
+                     "data: {train_size: 16, val_size: 8, test_size: 8}\n")
+    result = run_sweep(SweepArgs(space=str(space), samples=2, scheduler="fifo", storage=str(tmp_path),
+                                 name="keep", seed=0, report=False, verbose=0))
+    exp = result.exp_dir
+    _check_checkpoint_count(exp)
+    df = pd.read_parquet(exp / "results.parquet")
+    best_epochs = df.loc[df.groupby("trial_id")["val_mse"].idxmin(), "epoch"]
+    assert (best_epochs < 4).any()  # the case in point: at least two later, worse checkpoints came after the best
+    for tid, g in df.groupby("trial_id"):
+        kept = sorted(exp.glob(f"trial_{tid}/checkpoint_*"))
+        best_epoch = int(g.loc[g["val_mse"].idxmin(), "epoch"])
+        epochs = {int(torch.load(d / "state.pt", map_location="cpu", weights_only=False)["epoch"]) for d in kept}
+        assert epochs == {best_epoch, 5}  # the best one (for the test split) and the latest (for resume)
+
+
+# -- node loss (slow) -------------------------------------------------------------------------
+
+# Each trial trains for a few seconds per epoch, so that the kill lands mid-trial.
+NODE_SPACE = """
+model: simple_lstm
+shared: {batch_size: 16, epochs: 4, lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
+models:
+  simple_lstm: {preset: small, hidden: 64}
+data: {train_size: 96, val_size: 16, test_size: 8}
+"""
+# Loopback only; the head learns of a dead node within ~3 s instead of Ray's default ~15-30 s.
+NODE_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_node(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env=NODE_ENV)
+
+
+def _ray_query(address: str, code: str, timeout: float = 60) -> str:
+    prog = f"import ray, sys, json; ray.init(address=sys.argv[1], logging_level='ERROR'); {code}"
+    out = subprocess.run([sys.executable, "-c", prog, address], capture_output=True, text=True, timeout=timeout,
+                         env=NODE_ENV)
+    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+
+
+def _node_ids(address: str) -> dict[str, str]:
+    """Custom resource name (node_a / node_b) -> NodeID of the live nodes."""
+    text = _ray_query(address, "print(json.dumps({r: n['NodeID'] for n in ray.nodes() if n['Alive'] "
+                               "for r in n['Resources'] if r.startswith('node_')}))")
+    return json.loads(text) if text else {}
+
+
+def _descendants(root: int) -> list[int]:
+    """`root` and every process below it (the node's raylet, its workers and agents), from /proc."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(d.name)] = int(fields[1])
+    out, frontier = [root], [root]
+    while frontier:
+        frontier = [p for p, pp in parent.items() if pp in frontier]
+        out += frontier
+    return out
+
+
+def _rows(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _stop(node: subprocess.Popen) -> None:
+    try:
+        os.killpg(node.pid, signal.SIGTERM)
+        node.wait(timeout=20)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+
+
+def _wait(cond: Callable[[], object], timeout: float, what: str, poll: float = 0.3) -> object:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_sweep_survives_kill_9_of_a_worker_node(tmp_path: Path) -> None:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    space = tmp_path / "node.yaml"
+    space.write_text(NODE_SPACE)
+    exp = tmp_path / "exp" / "nodeloss"
+    nodes: list[subprocess.Popen] = []
+    sweep = None
+    try:
+        nodes.append(_start_node(["--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                                  "--include-dashboard=false", '--resources={"node_a": 1}'], tmp_path / "head.log"))
+        time.sleep(4)
+        worker = _start_node([f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                              '--resources={"node_b": 1}'], tmp_path / "worker.log")
+        nodes.append(worker)
+        ids = _wait(lambda: (lambda d: d if len(d) == 2 else None)(_node_ids(address)), 90, "2 nodes")
+        worker_id = ids["node_b"]  # type: ignore[index]
+        log = open(tmp_path / "driver.log", "w")
+        sweep = subprocess.Popen(
+            [sys.executable, str(REPO / "run_search.py"), "--space", str(space), "--samples", "3", "--scheduler",
+             "fifo", "--address", address, "--storage", str(tmp_path / "exp"), "--name", "nodeloss", "--no-report",
+             "--verbose", "0"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=NODE_ENV)
+
+        def on_worker_mid_trial() -> str | None:
+            assert sweep.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            for d in exp.glob("trial_*"):
+                rows = _rows(d)
+                if rows and rows[-1]["node_id"] == worker_id and 1 <= rows[-1]["epoch"] < 3:
+                    return d.name
+            return None
+
+        victim = str(_wait(on_worker_mid_trial, 150, "a trial mid-way on the worker node"))
+        before_kill = {d.name: _rows(d) for d in exp.glob("trial_*")}
+        pids = _descendants(worker.pid)
+        assert len(pids) >= 3, pids  # ray start, raylet, the trial's worker process at least
+        for pid in pids:  # kill -9 of the whole node at once: no clean-up of any kind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        rc = sweep.wait(timeout=240)
+        assert rc == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        if sweep is not None and sweep.poll() is None:
+            sweep.kill()
+        for node in reversed(nodes):
+            _stop(node)
+    df = pd.read_parquet(exp / "results.parquet")
+    assert df["trial_id"].nunique() == 3
+    assert not df.duplicated(["trial_id", "epoch"]).any()  # every trial x epoch exactly once
+    per_trial = df.groupby("trial_id").agg(epochs=("epoch", "max"), n=("epoch", "size"), status=("status", "last"))
+    assert (per_trial["epochs"] == 4).all() and (per_trial["n"] == 4).all(), per_trial
+    assert (per_trial["status"] == "TERMINATED").all(), per_trial
+    # The trial on the dead node was retried from its last checkpoint, on the head, redoing at most
+    # one epoch: its reported rows are every epoch once, plus at most one repeat.
+    rows = _rows(exp / victim)
+    epochs = [r["epoch"] for r in rows]
+    last_before = before_kill[victim][-1]["epoch"]
+    assert sorted(set(epochs)) == [1, 2, 3, 4]
+    assert len(epochs) - len(set(epochs)) <= 1, epochs
+    resumed = [r for r in rows if r["resumed_from_epoch"] > 0]
+    assert resumed, f"{victim} was restarted from scratch, not from its checkpoint: {epochs}"
+    assert resumed[0]["resumed_from_epoch"] >= last_before - 1
+    assert resumed[0]["epoch"] == resumed[0]["resumed_from_epoch"] + 1
+    assert {r["node_id"] for r in resumed} == {ids["node_a"]}  # type: ignore[index]
+    victim_rows = df[df["trial_id"] == victim.removeprefix("trial_")]
+    assert worker_id in set(victim_rows["node_id"]) and ids["node_a"] in set(victim_rows["node_id"])  # type: ignore[index]
+    for trial_dir in exp.glob("trial_*"):
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= KEEP_CHECKPOINTS
