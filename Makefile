@@ -21,6 +21,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check mmtune tests run_search.py scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

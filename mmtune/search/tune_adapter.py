@@ -229,13 +229,16 @@ class RecordingOptunaSearch(OptunaSearch):
         # its experiment state; a crash in between leaves an Optuna trial RUNNING that no Ray trial will
         # ever finish. Constant-liar TPE would keep treating it as in flight, and the dashboard would
         # show it running forever: mark it failed. Ray asks for a new trial in its place.
+        study = self._ot_study
+        if study is None:  # nothing was ever asked for
+            return
         known = {t.number for t in self._ot_trials.values()}
-        for ft in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        for ft in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if ft.number in known:
                 continue
-            optuna.trial.Trial(self._ot_study, ft._trial_id).set_user_attr(
+            optuna.trial.Trial(study, ft._trial_id).set_user_attr(
                 "lost", "asked for just before the driver crashed; its Ray trial was never saved")
-            self._ot_study.tell(ft.number, state=optuna.trial.TrialState.FAIL)
+            study.tell(ft.number, state=optuna.trial.TrialState.FAIL)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         # After a driver crash the saved searcher can be older than the study: a trial it thinks
