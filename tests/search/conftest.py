@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+class RayNodes:
+    """Loopback Ray nodes for the cluster tests, each `ray start --block` in its own process group.
+
+    --block keeps `ray start` in the foreground with the node's processes in its own process group,
+    so a test can stop (or kill -9) exactly one node; `ray stop` would stop every Ray on the machine.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    @staticmethod
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def start(self, args: list[str], log: Path) -> subprocess.Popen:
+        return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], stdout=open(log, "w"),
+                                stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
+
+
+@pytest.fixture
+def ray_nodes() -> type[RayNodes]:
+    """The RayNodes class: `ray_nodes(env).start([...], log)`."""
+    return RayNodes
 
 TINY = """
 # The smallest sweep that still means something: two models, 3 epochs, a few clips.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,22 +13,8 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).with_name("ray"))
 # One machine, loopback only: no token to hand between the nodes and the driver.
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_node(args: list[str], log: Path) -> subprocess.Popen:
-    # --block keeps `ray start` in the foreground with the node's processes in its own process group,
-    # so the test can stop exactly this node (`ray stop` would stop every Ray on the machine).
-    return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
 
 
 def _wait_for_nodes(address: str, n: int, timeout: float = 120) -> None:
@@ -46,15 +31,16 @@ def _wait_for_nodes(address: str, n: int, timeout: float = 120) -> None:
 
 
 @pytest.mark.slow
-def test_smoke_sweep_runs_on_both_nodes(tiny_space: Path, tmp_path: Path) -> None:
-    port = _free_port()
+def test_smoke_sweep_runs_on_both_nodes(tiny_space: Path, tmp_path: Path, ray_nodes) -> None:
+    cluster = ray_nodes(ENV)
+    port = cluster.free_port()
     address = f"127.0.0.1:{port}"
     nodes: list[subprocess.Popen] = []
     try:
-        nodes.append(_start_node(["--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+        nodes.append(cluster.start(["--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                                   "--include-dashboard=false", '--resources={"node_a": 1}'], tmp_path / "head.log"))
         time.sleep(5)
-        nodes.append(_start_node([f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+        nodes.append(cluster.start([f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                                   '--resources={"node_b": 1}'], tmp_path / "worker.log"))
         _wait_for_nodes(address, 2)
         proc = subprocess.run(

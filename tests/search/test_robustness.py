@@ -26,7 +26,6 @@ from mmtune.search.sweep import SweepArgs, run_sweep
 from mmtune.search.tune_adapter import KEEP_CHECKPOINTS
 
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).with_name("ray"))
 
 # -- bad input: one table ---------------------------------------------------------------------
 
@@ -301,19 +300,6 @@ NODE_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_health_check_period_
             "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_node(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True, env=NODE_ENV)
-
-
 def _ray_query(address: str, code: str, timeout: float = 60) -> str:
     prog = f"import ray, sys, json; ray.init(address=sys.argv[1], logging_level='ERROR'); {code}"
     out = subprocess.run([sys.executable, "-c", prog, address], capture_output=True, text=True, timeout=timeout,
@@ -373,8 +359,9 @@ def _wait(cond: Callable[[], object], timeout: float, what: str, poll: float = 0
 
 
 @pytest.mark.slow
-def test_sweep_survives_kill_9_of_a_worker_node(tmp_path: Path) -> None:
-    port = _free_port()
+def test_sweep_survives_kill_9_of_a_worker_node(tmp_path: Path, ray_nodes) -> None:
+    cluster = ray_nodes(NODE_ENV)
+    port = cluster.free_port()
     address = f"127.0.0.1:{port}"
     space = tmp_path / "node.yaml"
     space.write_text(NODE_SPACE)
@@ -382,10 +369,10 @@ def test_sweep_survives_kill_9_of_a_worker_node(tmp_path: Path) -> None:
     nodes: list[subprocess.Popen] = []
     sweep = None
     try:
-        nodes.append(_start_node(["--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+        nodes.append(cluster.start(["--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                                   "--include-dashboard=false", '--resources={"node_a": 1}'], tmp_path / "head.log"))
         time.sleep(4)
-        worker = _start_node([f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+        worker = cluster.start([f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                               '--resources={"node_b": 1}'], tmp_path / "worker.log")
         nodes.append(worker)
         ids = _wait(lambda: (lambda d: d if len(d) == 2 else None)(_node_ids(address)), 90, "2 nodes")
