@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,8 @@ class DataConfig:
             if not isinstance(value, int) or value < 1:
                 raise MMTuneError(f"{name} must be a positive integer, got {value!r}")
         _ = self.motion  # validates num_digits and speed
+        if self.test_file is not None and not Path(self.test_file).is_file():
+            raise MMTuneError(f"test file {self.test_file} does not exist; give the path of mnist_test_seq.npy")
 
     @property
     def motion(self) -> MotionSpec:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmtune.data.moving_mnist import load_standard_file
 from mmtune.flow import check_estimator
 from mmtune.report.strips import save_strip
 from mmtune.training.config import TrialConfig
@@ -44,6 +45,8 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     # A missing RAFT weights file (offline) or a flow that does not fit the data is one line before
     # anything is printed or written, not an error after the first split was loaded.
     check_estimator(trial.train.flow, trial.data)
+    if trial.data.test_file:  # a wrong shape or dtype is found now, not after training
+        load_standard_file(trial.data.test_file)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

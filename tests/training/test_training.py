@@ -111,6 +111,17 @@ def test_kl_weight_defaults_per_model():
     assert (seed.train.lr, seed.train.weight_decay, seed.train.batch_size) == (0.01, 0.05, 16)
 
 
+def test_malformed_test_file_fails_before_training(tmp_path, capsys):
+    import numpy as np
+
+    bad = tmp_path / "mnist_test_seq.npy"
+    np.save(bad, np.zeros((10, 2, 64, 64), np.uint8))  # frames axis must be 20
+    assert main(["train", "--model", "conv_lstm", "--preset", "small", "--test-file", str(bad),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "must be uint8 of shape (20, N, 64, 64)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_command_writes_metrics_and_strip(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--model", "conv_tau", "--preset", "small", "--epochs", "1", "--train-size", "16",
@@ -134,9 +145,11 @@ def test_train_command_writes_metrics_and_strip(tmp_path, capsys):
         (["train", "--model", "conv_tau", "--preset", "huge"], "unknown preset"),
         (["train", "--train-size", "lots"], "--train-size"),
         (["train", "--model", "conv_lstm", "--set", "bogus=1"], "bogus"),
+        (["train", "--test-file", "/nonexistent/mnist_test_seq.npy"], "does not exist"),
     ],
 )
-def test_train_command_bad_input_is_one_line(argv, message, capsys):
-    assert main(argv) == 2
+def test_train_command_bad_input_is_one_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()  # nothing written before the error
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
