@@ -206,10 +206,12 @@ def test_cli_fails_before_training_without_raft_weights(tmp_path, capsys):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_oracle_refuses_a_test_file():
+def test_oracle_refuses_a_test_file(tmp_path):
+    test_file = tmp_path / "mnist_test_seq.npy"
+    np.save(test_file, np.zeros((20, 2, 64, 64), np.uint8))
     with pytest.raises(MMTuneError, match="oracle flow needs"):
-        check_estimator("oracle", DataConfig(test_file="/data/mnist_test_seq.npy"))
-    check_estimator("farneback", DataConfig(test_file="/data/mnist_test_seq.npy"))
+        check_estimator("oracle", DataConfig(test_file=str(test_file)))
+    check_estimator("farneback", DataConfig(test_file=str(test_file)))
 
 
 def _count_estimates(monkeypatch) -> list[int]:
