@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mmtune._io import atomic_write_bytes
 from mmtune.report._curves import draw_curves, get_curves_info
 from mmtune.report._flow import draw_flow, get_flow_info
 from mmtune.report._frames import animation_gif, get_frames_info, strip_png
@@ -209,11 +210,7 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     body.append("<h2>Flow against no flow</h2>" + fig(draw_flow(flow)) + notes_list([flow.note] if flow.note else []))
     body.append(f'<p class="note">Built by <code>mmtune report</code> on {time.strftime("%Y-%m-%d %H:%M:%S")} '
                 f"in {time.perf_counter() - t0:.1f} s from {esc(exp.path.resolve())}; {len(figs)} figures.</p>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page(f"mmtune report: {exp.name}", "\n".join(body)), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(page(f"mmtune report: {exp.name}", "\n".join(body)).encode("utf-8"), path)
 
 
 __all__ = ["build_report", "default_out"]

@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmtune._io import atomic_write_bytes, write_json
 from mmtune.errors import MMTuneError
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, load_space
+from mmtune.training.checkpoint import checksum_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPACE = "search_spaces/default.yaml"
@@ -160,14 +162,11 @@ def check_checkpoints(exp_dir: Path) -> None:
     test a finished one's best checkpoint from it; one line naming the file is clearer, and nothing
     of the experiment has been touched yet.
     """
-    import hashlib
 
     states = sorted(exp_dir.glob("trial_*/checkpoint_*/state.pt"))
     for state in states:
-        side = state.with_name(state.name + ".sha256")
-        digest = hashlib.sha256(state.read_bytes()).hexdigest()
-        if not side.is_file() or side.read_text().strip() != digest:
-            why = "no sha256 sidecar" if not side.is_file() else "sha256 mismatch"
+        why = checksum_problem(state, state.read_bytes(), require_sidecar=True)
+        if why:
             raise MMTuneError(f"--resume: checkpoint {state} is corrupt ({why}; {len(states)} checked); "
                               f"put the file back from a copy, or start a new sweep with another --name")
 
@@ -175,23 +174,10 @@ def check_checkpoints(exp_dir: Path) -> None:
 # -- atomic writes --------------------------------------------------------------------------
 
 
-def _write_json(obj: Any, path: Path) -> None:
-    from mmtune.training.run import write_json
-
-    write_json(obj, path)
-
-
-def _write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_parquet(df: Any, path: Path) -> None:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    _write_bytes(buf.getvalue(), path)
+    atomic_write_bytes(buf.getvalue(), path)
 
 
 # -- results --------------------------------------------------------------------------------
@@ -370,7 +356,7 @@ def _evaluate_best(exp_dir: Path, space: SearchSpace, best: dict[str, tuple[Any,
         np.savez_compressed(buf, inputs=inputs.astype(np.float32), truth=truth.astype(np.float32),
                             pred=pred.astype(np.float32), trial_id=np.array(trial.trial_id),
                             epoch=np.array(entry["checkpoint_epoch"]))
-        _write_bytes(buf.getvalue(), exp_dir / "predictions" / f"{model}.npz")
+        atomic_write_bytes(buf.getvalue(), exp_dir / "predictions" / f"{model}.npz")
     return best_configs, test_metrics
 
 
@@ -501,7 +487,7 @@ def run_sweep(args: SweepArgs) -> SweepResult:
             "runs": (previous or {}).get("runs", []) + [{"started": _iso(t_start), "resume": run_args.resume}],
             "status": "running",
         }
-        _write_json(meta, exp_dir / "sweep.json")
+        write_json(meta, exp_dir / "sweep.json")
         ta.print_err(f"mmtune search: {eff['samples']} trials of {space.path} ({', '.join(space.models)}), "
                      f"{run_args.scheduler} over {eff['max_epochs']} epochs, {max_concurrent} at once on "
                      f"{cluster.nodes} node(s) -> {exp_dir}")
@@ -512,8 +498,8 @@ def run_sweep(args: SweepArgs) -> SweepResult:
         _write_parquet(df, exp_dir / "results.parquet")
         best = best_per_model(outcome.trials, space)
         best_configs, test_metrics = _evaluate_best(exp_dir, space, best, overrides)
-        _write_json(best_configs, exp_dir / "best_configs.json")
-        _write_json(test_metrics, exp_dir / "test_metrics.json")
+        write_json(best_configs, exp_dir / "best_configs.json")
+        write_json(test_metrics, exp_dir / "test_metrics.json")
         _annotate_study(exp_dir, name, df)
     finally:
         ta.shutdown()
@@ -526,7 +512,7 @@ def run_sweep(args: SweepArgs) -> SweepResult:
         "status": status,
         **_summary_counts(df),
     })
-    _write_json(meta, exp_dir / "sweep.json")
+    write_json(meta, exp_dir / "sweep.json")
     if run_args.report:
         _build_report(exp_dir)
     _print_summary(exp_dir, status, best_configs, test_metrics, meta)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mmtune._io import atomic_write_bytes
 from mmtune.errors import MMTuneError
 
 
@@ -24,15 +24,21 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    side = path.with_name(path.name + ".sha256")
-    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp_side.write_text(digest + "\n")
-    os.replace(tmp_side, side)
+    atomic_write_bytes(data, path)
+    atomic_write_bytes((hashlib.sha256(data).hexdigest() + "\n").encode(), _sidecar(path))
     return path
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def checksum_problem(path: Path, data: bytes, require_sidecar: bool = False) -> str | None:
+    """Why `data` (the bytes of checkpoint `path`) fails its sha256 sidecar, or None when it passes."""
+    side = _sidecar(path)
+    if not side.is_file():
+        return "no sha256 sidecar" if require_sidecar else None
+    return None if side.read_text().strip() == hashlib.sha256(data).hexdigest() else "sha256 mismatch"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -41,8 +47,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise MMTuneError(f"checkpoint {path} does not exist")
     data = path.read_bytes()
-    side = path.with_name(path.name + ".sha256")
-    if side.is_file() and side.read_text().strip() != hashlib.sha256(data).hexdigest():
+    if checksum_problem(path, data):
         raise MMTuneError(f"checkpoint {path} is corrupt (sha256 mismatch); delete it to retrain")
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)

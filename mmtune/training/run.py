@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
 from mmtune.flow import check_estimator
 from mmtune.report.strips import save_strip
 from mmtune.training.config import TrialConfig
 from mmtune.training.loop import Trainer
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf become None so the JSON stays standard."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """Write JSON atomically, NaN-free."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> dict[str, Any]:
