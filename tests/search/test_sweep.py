@@ -148,12 +148,25 @@ def _check_corrupt_checkpoint_refused(exp: Path, tmp_path: Path) -> None:
     and not a file of the experiment changed; then the byte goes back."""
     state = sorted(exp.glob("trial_*/checkpoint_*/state.pt"))[0]
     good = state.read_bytes()
-    before = {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file() and p != state}
+    # Ray worker processes of the killed driver can still flush files for a moment: wait until the
+    # directory is quiet, so that a change seen below is the failed --resume's and nobody else's.
+    before = _mtimes(exp, state)
+    for _ in range(30):
+        time.sleep(2)
+        now = _mtimes(exp, state)
+        if now == before:
+            break
+        before = now
     state.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
     proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", "--name", "killed",
                            "--storage", str(tmp_path), "--no-report", "--verbose", "0"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and f"checkpoint {state} is corrupt" in lines[0], proc.stderr
-    assert {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file() and p != state} == before
+    assert _mtimes(exp, state) == before
     state.write_bytes(good)
+
+
+def _mtimes(exp: Path, skip: Path) -> dict[Path, int]:
+    """mtime of every file under `exp` but `skip`."""
+    return {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file() and p != skip}
