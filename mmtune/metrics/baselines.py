@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +29,16 @@ from torch import Tensor
 from mmtune.errors import MMTuneError
 from mmtune.metrics.video import MetricAccumulator
 
-__all__ = ["BASELINES", "baseline_prediction", "best_baseline", "evaluate_baselines", "train_mean_intensity"]
+__all__ = [
+    "BASELINES",
+    "Verdict",
+    "baseline_prediction",
+    "best_baseline",
+    "evaluate_baselines",
+    "split_baselines",
+    "train_mean_intensity",
+    "verdict",
+]
 
 BASELINES: dict[str, str] = {
     "blank": "a black frame",
@@ -92,3 +101,48 @@ def best_baseline(baselines: dict[str, dict[str, Any]], metric: str = "mse_frame
         return "", math.nan
     name = min(finite, key=finite.__getitem__)
     return name, finite[name]
+
+
+def split_baselines(data: Any, splits: tuple[str, ...] = ("val", "test")) -> dict[str, Any]:
+    """The baselines of every split a run evaluates, as written to test_metrics.json / baselines.json.
+
+    Args:
+        data: A `mmtune.data.datasets.MovingMNIST` (anything with ``frames(split)``).
+        splits: The evaluated splits.
+
+    Returns:
+        ``{"train_mean": m, "descriptions": BASELINES, "splits": {split: {"size": n, "metrics":
+        {baseline: metrics}}}}``; ``mean_frame`` uses the training split's mean intensity m
+        (epoch 0's clips when the training data is drawn online).
+    """
+    train_mean = train_mean_intensity(data.frames("train"))
+    out: dict[str, Any] = {"train_mean": train_mean, "descriptions": dict(BASELINES), "splits": {}}
+    for split in splits:
+        frames = data.frames(split)
+        out["splits"][split] = {"size": int(len(frames)), "metrics": evaluate_baselines(frames, train_mean)}
+    return out
+
+
+class Verdict(NamedTuple):
+    """A model's test MSE set beside the best baseline of the same split."""
+
+    baseline: str  # the best baseline's name ("" when there is none)
+    baseline_mse: float  # its mse_frame
+    ratio: float  # model mse_frame / baseline mse_frame (nan when either is missing)
+    beats: bool  # ratio < 1
+
+    def words(self, model: str) -> str:
+        """One line for the console and the report."""
+        if not math.isfinite(self.ratio):
+            return f"{model}: no baseline comparison (a test MSE or the baselines are missing)"
+        rel = f"{self.ratio:.2f}x the best baseline ({self.baseline}, mse_frame {self.baseline_mse:.1f})"
+        if self.beats:
+            return f"{model}: test mse_frame = {rel}"
+        return f"{model}: DOES NOT BEAT the best baseline: test mse_frame = {rel}; it has not learned to predict"
+
+
+def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]]) -> Verdict:
+    """Compare a model's mse_frame with the best of `baselines` (``{name: metrics}`` of one split)."""
+    name, value = best_baseline(baselines)
+    ratio = model_mse_frame / value if math.isfinite(model_mse_frame) and value > 0 else math.nan
+    return Verdict(name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0))

@@ -10,6 +10,7 @@ from typing import Any
 from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
 from mmtune.flow import check_estimator
+from mmtune.metrics.baselines import split_baselines, verdict
 from mmtune.report.strips import save_strip
 from mmtune.training.config import TrialConfig
 from mmtune.training.loop import Trainer
@@ -19,6 +20,8 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     """Train `trial`, evaluate the best checkpoint on the test split and write the results.
 
     Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png.
+    test_metrics.json also holds the trivial baselines of the val and test splits and the test
+    MSE's ratio to the best of them (`mmtune.metrics.baselines`).
 
     Returns:
         The dict written to test_metrics.json.
@@ -61,9 +64,13 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
             "mse_pixel255": "per-pixel MSE on the 0-255 scale",
         },
     }
+    summary["baselines"] = split_baselines(trainer.data)
     if fit.best_epoch is not None:
         trainer.resume(out / "best.pt")
         summary["test"] = trainer.test()
+        v = verdict(summary["test"]["mse_frame"], summary["baselines"]["splits"]["test"]["metrics"])
+        summary["vs_best_baseline"] = v._asdict()
+        print(v.words(trial.model), file=sys.stderr)
         inputs, truth, pred = trainer.predict("test", n=1)
         save_strip(inputs[0], truth[0], pred[0], out / "strip.png")
     summary["wall_seconds"] = time.perf_counter() - t0
