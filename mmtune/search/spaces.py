@@ -6,6 +6,9 @@ Schema (every key is optional unless marked; unknown keys are rejected by name):
     model: conv_tau                    # a fixed model, or
     model: {choices: [simple_lstm, conv_tau]}   # an Optuna categorical, sampled first.
                                        # Absent: the models under `models:` (one: fixed; more: a choice).
+    model: {choices: [conv_tau, simple_lstm], weights: [3, 1]}   # or: trial i's model is fixed in
+                                       # advance, in these proportions, interleaved (Optuna's
+                                       # enqueue_trial); TPE still samples everything else.
     shared:                            # TrainConfig fields, for every model
       lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
       batch_size: {type: categorical, choices: [8, 16]}
@@ -134,6 +137,7 @@ class SearchSpace:
     path: str
     models: tuple[str, ...]  # one: fixed; more: the `model` categorical
     sections: dict[str, ModelSection]
+    model_weights: tuple[float, ...] | None = None  # per model: the share of trials it is given
     shared: dict[str, Param] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -146,6 +150,24 @@ class SearchSpace:
         if "epochs" in self.shared:
             values.append(self.shared["epochs"].max_value)
         return int(max(values)) if values else TrainConfig().epochs
+
+    def model_plan(self, samples: int) -> list[str]:
+        """The model of each of `samples` trials under `model_weights` (empty without weights).
+
+        Smooth weighted round-robin: each family gets its share of the trials, spread out over the
+        sweep rather than in blocks, so that every family starts early and ASHA compares them all.
+        """
+        if not self.model_weights:
+            return []
+        total = sum(self.model_weights)
+        credit = [0.0] * len(self.models)
+        plan = []
+        for _ in range(samples):
+            credit = [c + w for c, w in zip(credit, self.model_weights, strict=True)]
+            i = max(range(len(credit)), key=credit.__getitem__)
+            credit[i] -= total
+            plan.append(self.models[i])
+        return plan
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Define-by-run: sample the model first, then only that model's parameters."""
@@ -243,7 +265,7 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
     for name in sections_raw:
         if name not in known_models:
             raise MMTuneError(f"{where}: models.{name}: unknown model; expected one of {known_models}")
-    models = _parse_model_choice(raw.get(MODEL_KEY), list(sections_raw), where, known_models)
+    models, weights = _parse_model_choice(raw.get(MODEL_KEY), list(sections_raw), where, known_models)
     for name in sections_raw:
         if name not in models:
             raise MMTuneError(f"{where}: models.{name}: not among the model choices {list(models)}")
@@ -277,20 +299,24 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
         if not _is_number(value) or (key != "reduction_factor" and not isinstance(value, int)):
             raise MMTuneError(f"{where}: sweep.{key} must be {'a number' if key == 'reduction_factor' else 'an integer'}, "
                               f"got {value!r}")
-    space = SearchSpace(where, models, sections, shared, dict(data), str(description), dict(sweep))
+    space = SearchSpace(where, models, sections, weights, shared, dict(data), str(description), dict(sweep))
     _check_configs(space)
     return space
 
 
-def _parse_model_choice(spec: Any, listed: list[str], where: str, known: list[str]) -> tuple[str, ...]:
+def _parse_model_choice(
+    spec: Any, listed: list[str], where: str, known: list[str]
+) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    """The model choices, and their weights when `model.weights` is given."""
     if spec is None:
         if not listed:
             raise MMTuneError(f"{where}: no model: give `model:` or a `models:` section (one of {known})")
-        return tuple(listed)
+        return tuple(listed), None
+    weights = None
     if isinstance(spec, str):
         choices: Any = [spec]
     elif isinstance(spec, dict):
-        _unknown(spec, ("type", "choices"), f"{where}: model", "key")
+        _unknown(spec, ("type", "choices", "weights"), f"{where}: model", "key")
         if spec.get("type", "categorical") != "categorical":
             raise MMTuneError(f"{where}: model.type must be categorical, got {spec['type']!r}")
         choices = spec.get("choices")
@@ -303,7 +329,14 @@ def _parse_model_choice(spec: Any, listed: list[str], where: str, known: list[st
             raise MMTuneError(f"{where}: model: unknown model {name!r}; expected one of {known}")
     if len(set(choices)) != len(choices):
         raise MMTuneError(f"{where}: model.choices has duplicates: {choices}")
-    return tuple(choices)
+    if isinstance(spec, dict) and "weights" in spec:
+        w = spec["weights"]
+        if (not isinstance(w, list) or len(w) != len(choices)
+                or not all(_is_number(x) and not isinstance(x, bool) and x > 0 for x in w)):
+            raise MMTuneError(f"{where}: model.weights must be a list of {len(choices)} numbers > 0 "
+                              f"(one per choice), got {w!r}")
+        weights = tuple(float(x) for x in w)
+    return tuple(choices), weights
 
 
 def _parse_section(model: str, raw: Any, where: str) -> ModelSection:

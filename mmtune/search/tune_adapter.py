@@ -27,7 +27,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from mmtune.errors import MMTuneError
-from mmtune.search.spaces import SearchSpace, Suggest
+from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
 
 METRIC, MODE = "val_mse", "min"
 STATE_FILE = "state.pt"  # inside each Ray checkpoint directory, written by Trainer.save (sha256 beside it)
@@ -403,6 +403,10 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
             space=Suggest(spec.space), metric=METRIC, mode=MODE, sampler=_sampler(settings),
             storage=optuna.storages.RDBStorage(f"sqlite:///{settings.study_db}"), study_name=settings.name,
         )
+        # model.weights: each trial's family is fixed in advance (define-by-run spaces ignore Ray's
+        # points_to_evaluate, so through Optuna's own queue); the sampler fills in the rest.
+        for model in spec.space.model_plan(settings.samples):
+            searcher._ot_study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
         scheduler: TrialScheduler
         if settings.scheduler == "asha":
             scheduler = ASHAScheduler(

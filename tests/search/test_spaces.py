@@ -56,6 +56,17 @@ def test_distributions(tmp_path: Path) -> None:
     assert space.max_epochs == 3
 
 
+def test_model_weights_plan_the_families_in_proportion_interleaved(tmp_path: Path) -> None:
+    assert load_space(_write(tmp_path, GOOD)).model_plan(6) == []  # no weights: Optuna samples the model
+    weighted = {**GOOD, "model": {"choices": ["simple_lstm", "conv_tau"], "weights": [1, 2]}}
+    space = load_space(_write(tmp_path, weighted))
+    assert space.model_weights == (1.0, 2.0)
+    plan = space.model_plan(9)
+    assert plan.count("conv_tau") == 6 and plan.count("simple_lstm") == 3
+    assert "simple_lstm" in plan[:3] and "conv_tau" in plan[:3]  # both start early, not in blocks
+    assert space.model_plan(2) == ["conv_tau", "simple_lstm"]
+
+
 def test_define_by_run_is_conditional_and_builds_configs(tmp_path: Path) -> None:
     space = load_space(_write(tmp_path, GOOD))
     suggest = pickle.loads(pickle.dumps(Suggest(space)))  # OptunaSearch pickles it with the searcher
@@ -148,6 +159,10 @@ BAD = [
     ("bad training value", _bad(shared__optimizer="adamax"), "optimizer must be one of"),
     ("bad sweep value", _bad(sweep={"samples": "many"}), "sweep.samples must be an integer"),
     ("no model at all", {"shared": {"lr": 0.001}}, "no model"),
+    ("weights of the wrong length", _bad(model={"choices": ["simple_lstm", "conv_tau"], "weights": [1]}),
+     "model.weights must be a list of 2 numbers > 0"),
+    ("a zero weight", _bad(model={"choices": ["simple_lstm", "conv_tau"], "weights": [1, 0]}),
+     "model.weights must be a list of 2 numbers > 0"),
 ]
 
 

@@ -81,6 +81,22 @@ def test_asha_sweep_stops_early_and_writes_everything(tiny_space: Path, tmp_path
     assert meta["trial_epochs"] == len(df)
 
 
+def test_model_weights_fix_each_trials_family_through_optunas_queue(tiny_space: Path, tmp_path: Path) -> None:
+    text = tiny_space.read_text().replace("model: {choices: [simple_lstm, conv_tau]}",
+                                          "model: {choices: [simple_lstm, conv_tau], weights: [1, 2]}")
+    weighted = tmp_path / "weighted.yaml"
+    weighted.write_text(text)
+    result = run_sweep(SweepArgs(space=str(weighted), samples=3, scheduler="fifo", max_epochs=1,
+                                 max_concurrent=1, storage=str(tmp_path), name="weighted", report=False, verbose=0))
+    study = optuna.load_study(study_name="weighted", storage=f"sqlite:///{result.exp_dir / 'study.db'}")
+    models = [t.params["model"] for t in sorted(study.trials, key=lambda t: t.number)]
+    assert models == ["conv_tau", "simple_lstm", "conv_tau"]  # the plan, in order
+    lrs = {t.params["lr"] for t in study.trials}
+    assert len(lrs) == 3  # everything but the model is still sampled
+    df = pd.read_parquet(result.exp_dir / "results.parquet")
+    assert df.groupby("model")["trial_id"].nunique().to_dict() == {"conv_tau": 2, "simple_lstm": 1}
+
+
 def test_killed_sweep_resumes_without_rerunning_completed_trials(tiny_space: Path, tmp_path: Path) -> None:
     samples = 5
     cmd = [sys.executable, str(REPO / "run_search.py"), "--space", str(tiny_space), "--samples", str(samples),
