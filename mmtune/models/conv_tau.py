@@ -8,7 +8,7 @@ from the first encoder layer draws the frames. There is no recurrence, so it tra
 Where this differs from OpenSTL's `SimVP_Model(model_type="tau")`: the translator reduces
 T·hid_S to hid_T with a plain 1×1 conv (OpenSTL runs its first TAU block at T·hid_S channels
 before reducing), stochastic depth grows linearly from 0, the readout has one channel (the
-frame) whatever `in_channels` is, and the output goes through a sigmoid.
+frame) whatever `in_channels` is, and the output can optionally go through a sigmoid.
 
 Example:
     >>> import torch
@@ -40,6 +40,7 @@ from mmtune.models._layers import (
 from mmtune.models.registry import register_model
 
 KERNEL_SIZES = (3, 5, 7)
+OUTPUTS = ("linear", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class ConvTAUConfig:
         mlp_ratio: Hidden width of each block's MLP, as a multiple of hid_T.
         drop_path: Stochastic-depth rate of the last TAU block (linear from 0), in [0, 1).
         in_channels: Channels per input frame: 1 (the frame) or 3 (frame + 2 optical flow).
+        output: "linear" (OpenSTL: the readout as it is, clamped to [0, 1] at evaluation) or
+            "sigmoid" (squashed into (0, 1), which never reaches a black 0 and so leaves the
+            background grey: val SSIM 0.075 against 0.37 for linear at the parity budget).
         t_in: Input frames.
         t_out: Predicted frames; must equal t_in (the translator maps frames to frames).
     """
@@ -69,11 +73,13 @@ class ConvTAUConfig:
     mlp_ratio: float = 8.0
     drop_path: float = 0.0
     in_channels: int = 1
+    output: str = "linear"
     t_in: int = 10
     t_out: int = 10
 
     def __post_init__(self) -> None:
         check_int("hid_S", self.hid_S)
+        check_choice("output", self.output, OUTPUTS)
         check_int("hid_T", self.hid_T)
         if (
             isinstance(self.N_S, bool)
@@ -246,8 +252,9 @@ class Translator(nn.Module):
 class ConvTAU(nn.Module):
     """SimVP encoder → TAU translator over frames stacked in channels → decoder.
 
-    The output goes through a sigmoid, so pixels lie in [0, 1]. With `in_channels=3` the
-    input carries two optical-flow channels after the frame; the prediction is the frame only.
+    The output is linear (`output="linear"`, as OpenSTL's; evaluation clamps it to [0, 1]) or
+    a sigmoid. With `in_channels=3` the input carries two optical-flow channels after the
+    frame; the prediction is the frame only.
     """
 
     def __init__(self, cfg: ConvTAUConfig) -> None:
@@ -266,7 +273,9 @@ class ConvTAU(nn.Module):
         z, skip = self.encoder(x.reshape(b * t, c, height, width))  # (B*T, hid_S, h, w)
         hid = self.translator(z.reshape(b, -1, *z.shape[2:]))  # (B, T*hid_S, h, w)
         y = self.decoder(hid.reshape(z.shape), skip)  # (B*T, 1, H, W)
-        return torch.sigmoid(y).view(b, t, 1, height, width)
+        if self.cfg.output == "sigmoid":
+            y = torch.sigmoid(y)
+        return y.view(b, t, 1, height, width)
 
 
 @register_model(

@@ -1,4 +1,5 @@
-"""The leaderboard (top-k trials per model) and the best test MSE beside published numbers."""
+"""The leaderboard (top-k trials per model), the trivial baselines, and the best test MSE beside
+published numbers and those baselines."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 
 from mmtune.metrics import frame_to_pixel255, pixel255_to_frame
+from mmtune.metrics.baselines import BASELINES, Verdict, verdict
 from mmtune.report._load import Experiment, as_dict, finite, trial_table
 
 MSE_FRAME_LABEL = "MSE/frame (OpenSTL, [0,1], sum over 64×64)"
@@ -74,7 +76,7 @@ class LeaderboardInfo(NamedTuple):
 
 
 class ReferenceRow(NamedTuple):
-    """One bar of the comparison: this sweep's best test MSE of a model, or a published number."""
+    """One bar of the comparison: this sweep's best test MSE of a model, a published number or a baseline."""
 
     label: str
     source: str
@@ -82,6 +84,53 @@ class ReferenceRow(NamedTuple):
     mse_pixel255: float
     mse_frame: float
     ours: bool
+    kind: str = "published"  # ours | published | baseline
+
+
+class BaselineRow(NamedTuple):
+    """One trivial predictor on the test split."""
+
+    name: str
+    description: str
+    test: dict[str, float]  # METRICS keys
+    best: bool  # the lowest test mse_frame of the baselines
+
+
+class BaselineInfo(NamedTuple):
+    """The baselines of the test split, and each tested model set beside the best of them."""
+
+    rows: list[BaselineRow]
+    test_size: int | None
+    verdicts: dict[str, Verdict]  # per tested model
+    notes: list[str]
+
+    @property
+    def losers(self) -> list[str]:
+        """The tested models that do not beat the best baseline."""
+        return [m for m, v in self.verdicts.items() if not v.beats]
+
+
+def get_baseline_info(exp: Experiment) -> BaselineInfo:
+    """Read baselines.json's test split; compare every tested model's test mse_frame with its best."""
+    split = as_dict(as_dict(exp.baselines.get("splits")).get("test"))
+    metrics = {k: as_dict(v) for k, v in as_dict(split.get("metrics")).items()}
+    notes: list[str] = []
+    if not metrics:
+        notes.append("No baselines (baselines.json is missing or has no test split): the models' numbers "
+                     "cannot be set beside a blank or mean frame.")
+        return BaselineInfo([], None, {}, notes)
+    descriptions = {**BASELINES, **as_dict(exp.baselines.get("descriptions"))}
+    clean = {k: {m: _num(v.get(m)) for m, _ in METRICS} for k, v in metrics.items()}
+    best = min((k for k in clean if finite(clean[k]["mse_frame"])), key=lambda k: clean[k]["mse_frame"], default="")
+    rows = [BaselineRow(k, str(descriptions.get(k, "")), clean[k], k == best)
+            for k in sorted(clean, key=lambda k: (not finite(clean[k]["mse_frame"]), clean[k]["mse_frame"]))]
+    verdicts = {}
+    for model in exp.models:
+        test = _test_metrics(exp.test_metrics.get(model) or {})
+        if finite(test["mse_frame"]):
+            verdicts[model] = verdict(test["mse_frame"], clean)
+    size = split.get("size")
+    return BaselineInfo(rows, int(float(size)) if size is not None and finite(size) else None, verdicts, notes)
 
 
 class ReferenceInfo(NamedTuple):
@@ -163,7 +212,7 @@ def _present(x: Any) -> bool:
 
 
 def get_reference_info(exp: Experiment) -> ReferenceInfo:
-    """Each model's best test MSE (both units) followed by the published references."""
+    """Each model's best test MSE (both units), then the published references, then the test baselines."""
     rows: list[ReferenceRow] = []
     notes: list[str] = []
     for model in exp.models:
@@ -183,18 +232,24 @@ def get_reference_info(exp: Experiment) -> ReferenceInfo:
         if planned is not None:
             epochs += f" of {planned}"
         rows.append(ReferenceRow(f"{model} (this sweep)", f"this sweep, trial {entry.get('trial_id', '?')}",
-                                 epochs, test["mse_pixel255"], test["mse_frame"], True))
+                                 epochs, test["mse_pixel255"], test["mse_frame"], True, "ours"))
     for r in REFERENCES:
         rows.append(ReferenceRow(r.label, f"{r.source} (reported as {r.unit})", str(r.epochs),
-                                 r.mse_pixel255, r.mse_frame, False))
-    return ReferenceInfo(rows=rows, notes=notes)
+                                 r.mse_pixel255, r.mse_frame, False, "published"))
+    base = get_baseline_info(exp)
+    for b in base.rows:
+        if finite(b.test["mse_frame"]):
+            rows.append(ReferenceRow(f"baseline: {b.name}", f"no training: {b.description} (this sweep's test split)",
+                                     "0", b.test["mse_pixel255"], b.test["mse_frame"], False, "baseline"))
+    return ReferenceInfo(rows=rows, notes=notes + base.notes)
 
 
 def draw_reference(info: ReferenceInfo) -> go.Figure:
     """Bars of test MSE/pixel (0–255); the hover shows MSE/frame, source and epochs too."""
     fig = go.Figure()
-    for ours, name, color in ((True, "this sweep (test)", "#1f77b4"), (False, "published", "#aaaaaa")):
-        rows = [r for r in info.rows if r.ours == ours]
+    for kind, name, color in (("ours", "this sweep (test)", "#1f77b4"), ("published", "published", "#aaaaaa"),
+                              ("baseline", "trivial baseline (test, no training)", "#d62728")):
+        rows = [r for r in info.rows if r.kind == kind]
         if not rows:
             continue
         fig.add_bar(
@@ -204,6 +259,6 @@ def draw_reference(info: ReferenceInfo) -> go.Figure:
             hovertemplate="%{x}<br>MSE/pixel (0–255) %{y:.1f}<br>MSE/frame %{customdata[0]:.2f}"
                           "<br>%{customdata[1]}<br>epochs: %{customdata[2]}<extra></extra>",
         )
-    fig.update_layout(title="Test MSE: this sweep beside published Moving MNIST numbers",
+    fig.update_layout(title="Test MSE: this sweep beside published Moving MNIST numbers and trivial baselines",
                       yaxis_title=MSE_PIXEL_LABEL, height=420, margin=dict(t=60, b=80))
     return fig

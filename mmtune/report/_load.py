@@ -14,7 +14,8 @@ import pandas as pd
 from mmtune.errors import MMTuneError
 
 # The files a sweep writes; any of them may be absent while it runs or after it was interrupted.
-KNOWN_FILES = ("results.parquet", "best_configs.json", "test_metrics.json", "sweep.json", "study.db", "predictions")
+KNOWN_FILES = ("results.parquet", "best_configs.json", "test_metrics.json", "baselines.json", "sweep.json",
+               "study.db", "predictions")
 
 # Trial outcome labels, one per trial (see `trial_outcomes`).
 COMPLETED = "completed"
@@ -35,6 +36,7 @@ class Experiment:
     results: pd.DataFrame  # one row per trial x epoch (may be empty)
     best_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     test_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baselines: dict[str, Any] = field(default_factory=dict)  # baselines.json (mmtune.metrics.baselines)
     predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     sweep: dict[str, Any] = field(default_factory=dict)
     study_path: Path | None = None
@@ -159,6 +161,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
         results=_read_results(path / "results.parquet", notes),
         best_configs={k: v for k, v in _read_json(path / "best_configs.json", notes).items() if isinstance(v, dict)},
         test_metrics={k: v for k, v in _read_json(path / "test_metrics.json", notes).items() if isinstance(v, dict)},
+        baselines=_read_json(path / "baselines.json", notes),
         predictions=_read_predictions(path / "predictions", notes),
         sweep=sweep,
         study_path=(path / "study.db") if (path / "study.db").exists() else None,

@@ -15,9 +15,11 @@ from mmtune.report._leaderboard import (
     METRICS,
     MSE_FRAME_LABEL,
     MSE_PIXEL_LABEL,
+    BaselineInfo,
     LeaderboardInfo,
     ReferenceInfo,
     draw_reference,
+    get_baseline_info,
     get_leaderboard_info,
     get_reference_info,
 )
@@ -127,11 +129,36 @@ def _leaderboard_html(info: LeaderboardInfo) -> str:
             + "".join(parts) + notes_list(info.notes))
 
 
+def _verdict_html(info: BaselineInfo) -> str:
+    """One banner per tested model: how its test MSE compares with the best trivial baseline."""
+    if not info.rows:
+        return notes_list(info.notes)
+    out = []
+    for model, v in info.verdicts.items():
+        out.append(f'<div class="banner {"ok" if v.beats else "warn"}">{esc(v.words(model))}</div>')
+    if info.verdicts and len(info.losers) == len(info.verdicts):
+        out.insert(0, '<div class="banner warn">No model of this sweep beats the best trivial baseline: '
+                      "the numbers below say what a constant frame already scores, not what was learned.</div>")
+    return "".join(out)
+
+
+def _baselines_html(info: BaselineInfo) -> str:
+    if not info.rows:
+        return notes_list(info.notes)
+    size = f"the {info.test_size} test clips" if info.test_size else "the test split"
+    rows = [[esc(r.name) + (" (best)" if r.best else ""), esc(r.description)]
+            + [num(r.test.get(m), _DIGITS[m]) for m, _ in METRICS] for r in info.rows]
+    return (f'<p class="note">Predictors that need no training, on {esc(size)} the models were tested on. '
+            "A model that does not beat the best of them has not learned to predict the motion.</p>"
+            + table(["baseline", "prediction"] + [f"test {esc(label)}" for _, label in METRICS], rows,
+                    ["tested" if r.best else "" for r in info.rows]) + notes_list(info.notes))
+
+
 def _reference_html(info: ReferenceInfo) -> str:
     rows = [[esc(r.label), esc(r.source), esc(r.epochs), num(r.mse_pixel255, 1), num(r.mse_frame, 2)]
-            for r in info.rows]
+            for r in info.rows if r.kind != "baseline"]
     return table(["model", "source", "epochs", f"test {esc(MSE_PIXEL_LABEL)}", f"test {esc(MSE_FRAME_LABEL)}"],
-                 rows, ["tested" if r.ours else "" for r in info.rows]) + notes_list(info.notes)
+                 rows, ["tested" if r.ours else "" for r in info.rows if r.kind != "baseline"]) + notes_list(info.notes)
 
 
 def _frames_html(exp: Experiment) -> str:
@@ -186,8 +213,11 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     body.append("<h2>Summary</h2>" + _summary_html(summary, exp))
     if exp.notes:
         body.append("<h3>What the experiment directory lacks</h3>" + notes_list(exp.notes))
+    base = get_baseline_info(exp)
+    body.append("<h2>Against the trivial baselines</h2>" + _verdict_html(base))
     body.append(_units_html())
-    body.append("<h2>Leaderboard</h2>" + _leaderboard_html(get_leaderboard_info(exp, top_k)))
+    body.append("<h2>Leaderboard</h2>" + _leaderboard_html(get_leaderboard_info(exp, top_k))
+                + "<h3>Trivial baselines (no training)</h3>" + _baselines_html(base))
     ref = get_reference_info(exp)
     body.append("<h2>Best test MSE beside published numbers</h2>" + fig(draw_reference(ref)) + _reference_html(ref))
     curves = get_curves_info(exp)

@@ -4,7 +4,9 @@ The experiment directory (``--storage/NAME``) ends up holding, besides Ray's own
 
 - ``results.parquet``: every trial x epoch (metrics, status, node, ``config/<param>`` columns)
 - ``best_configs.json``: per model, the best trial (best val MSE over all epochs) and its config
-- ``test_metrics.json``: per model, that trial's best checkpoint on the held-out test split
+- ``test_metrics.json``: per model, that trial's best checkpoint on the held-out test split, and
+  its ratio to the best trivial baseline
+- ``baselines.json``: the trivial baselines (blank, mean frame, last frame, ...) of val and test
 - ``predictions/<model>.npz``: inputs, truth and prediction of 4 test clips
 - ``study.db``: the Optuna study (SQLite), each trial with the epoch its value was reached at
 - ``sweep.json``: the arguments, timings, status, hardware and versions; ``space.yaml``: the space
@@ -362,6 +364,24 @@ def _evaluate_best(exp_dir: Path, space: SearchSpace, best: dict[str, tuple[Any,
     return best_configs, test_metrics
 
 
+def _baselines(space: SearchSpace) -> dict[str, Any]:
+    """The trivial baselines of the sweep's val and test splits (the data is the same for every trial)."""
+    from mmtune.data.datasets import DataConfig, MovingMNIST
+    from mmtune.metrics.baselines import split_baselines
+
+    return split_baselines(MovingMNIST(DataConfig.from_dict(space.data)))
+
+
+def _add_verdicts(test_metrics: dict[str, Any], baselines: dict[str, Any]) -> None:
+    """Set each tested model beside the best test baseline (`vs_best_baseline`), in place."""
+    from mmtune.metrics.baselines import verdict
+
+    test_base = baselines["splits"]["test"]["metrics"]
+    for entry in test_metrics.values():
+        if "test" in entry:
+            entry["vs_best_baseline"] = verdict(entry["test"]["mse_frame"], test_base)._asdict()
+
+
 def _summary_counts(df: Any) -> dict[str, Any]:
     if df.empty:
         return {"num_trials": 0, "stopped_early": 0, "errored": 0, "diverged": 0, "trial_epochs": 0}
@@ -500,6 +520,9 @@ def run_sweep(args: SweepArgs) -> SweepResult:
         _write_parquet(df, exp_dir / "results.parquet")
         best = best_per_model(outcome.trials, space)
         best_configs, test_metrics = _evaluate_best(exp_dir, space, best, overrides)
+        baselines = _baselines(space)
+        write_json(baselines, exp_dir / "baselines.json")
+        _add_verdicts(test_metrics, baselines)
         write_json(best_configs, exp_dir / "best_configs.json")
         write_json(test_metrics, exp_dir / "test_metrics.json")
         _annotate_study(exp_dir, name, df)
@@ -517,7 +540,7 @@ def run_sweep(args: SweepArgs) -> SweepResult:
     write_json(meta, exp_dir / "sweep.json")
     if run_args.report:
         _build_report(exp_dir)
-    _print_summary(exp_dir, status, best_configs, test_metrics, meta)
+    _print_summary(exp_dir, status, best_configs, test_metrics, baselines, meta)
     return SweepResult(exp_dir, status, meta["num_trials"], meta["wall_seconds"])
 
 
@@ -538,7 +561,7 @@ def _build_report(exp_dir: Path) -> None:
 
 
 def _print_summary(exp_dir: Path, status: str, best_configs: dict[str, Any], test_metrics: dict[str, Any],
-                   meta: dict[str, Any]) -> None:
+                   baselines: dict[str, Any], meta: dict[str, Any]) -> None:
     print(f"sweep {status}: {meta['num_trials']} trials ({meta['stopped_early']} stopped early, "
           f"{meta['errored']} errored, {meta['diverged']} diverged) in {meta['wall_seconds']:.0f}s -> {exp_dir}")
     for model, entry in sorted(best_configs.items()):
@@ -546,4 +569,13 @@ def _print_summary(exp_dir: Path, status: str, best_configs: dict[str, Any], tes
         line = f"  {model:12s} trial {entry['trial_id']} epoch {entry['best_epoch']}: val mse_frame {entry['val_mse']:.2f}"
         if test:
             line += f"  test mse_frame {test['mse_frame']:.2f} (per-frame), mse_pixel255 {test['mse_pixel255']:.1f}"
+            vs = test_metrics[model].get("vs_best_baseline")
+            if vs:
+                line += f"  = {vs['ratio']:.2f}x the best baseline"
+                if not vs["beats"]:
+                    line += "  << DOES NOT BEAT THE BEST BASELINE: this model has not learned to predict"
         print(line)
+    test_base = baselines["splits"]["test"]
+    print(f"  baselines on the {test_base['size']} test clips (no training), test mse_frame: "
+          + ", ".join(f"{k} {v['mse_frame']:.2f}" for k, v in sorted(test_base["metrics"].items(),
+                                                                    key=lambda kv: kv[1]["mse_frame"])))

@@ -31,7 +31,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     seed: int = 0
     device: str = "auto"
-    fast: bool = True  # bf16 autocast and the other GPU speed-ups; no effect on CPU
+    fast: bool = True  # bf16 autocast (CUDA, and CPUs with AVX512-BF16/AMX) + the GPU speed-ups
     flow: str = "none"  # optical-flow channels for conv_tau: none | farneback | oracle | raft_*
     eval_batch_size: int = 64
 

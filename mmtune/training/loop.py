@@ -6,6 +6,7 @@ epoch's metrics and can persist a checkpoint; `mmtune train` uses the same path.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -139,13 +140,38 @@ def build_scheduler(trial: TrialConfig, opt: torch.optim.Optimizer, steps_per_ep
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+@functools.cache
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); MMTUNE_CPU_BF16=0/1 overrides.
+
+    Read from /proc/cpuinfo's flags (Linux); elsewhere False, so the CPU path stays fp32. Without
+    these instructions bf16 is emulated and slower than fp32.
+    """
+    flag = os.environ.get("MMTUNE_CPU_BF16", "").strip()
+    if flag in ("0", "1"):
+        return flag == "1"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def autocast_enabled(device: torch.device, fast: bool) -> bool:
+    """The fast path's bf16 autocast: on CUDA, and on CPUs with native bf16 (`cpu_bf16_supported`)."""
+    return fast and (device.type == "cuda" or (device.type == "cpu" and cpu_bf16_supported()))
+
+
 def _autocast(device: torch.device, fast: bool):
-    """bf16 autocast on CUDA with the fast path; a no-op context elsewhere (CPU stays fp32)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=fast and device.type == "cuda")
+    """bf16 autocast where `autocast_enabled`; a no-op context elsewhere (fp32)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, fast))
 
 
 # Models whose convolutions run faster with NHWC weights and activations under bf16 on CUDA.
-# simple_lstm has no convolution, so the layout would only add copies.
+# simple_lstm has no convolution, so the layout would only add copies. Never on CPU: there, bf16
+# autocast with channels_last gives conv_tau's dilated depth-wise conv (attn.conv_spatial) weight
+# gradients with a relative error of 0.84-0.96 (torch 2.14.1, AVX512-BF16), and training diverges;
+# tests/training/test_fast_path.py compares the fast path's gradients with fp32 eager.
 CHANNELS_LAST_MODELS = ("conv_lstm", "conv_tau")
 
 
@@ -188,7 +214,8 @@ def prepare_model(
     CUDA + fast: channels_last for the convolutional models (cuDNN's NHWC bf16 kernels feed the
     tensor cores without layout transposes) and `torch.compile` (see `compile_enabled`). The
     compile is in place (`nn.Module.compile`), so `state_dict()` keys and checkpoints are the
-    same as eager ones. CPU: the model is only moved, so CPU training is exactly eager fp32.
+    same as eager ones. CPU: the model is only moved (NCHW); the fast path there is bf16 autocast
+    alone, where the CPU has native bf16 (see `autocast_enabled`).
 
     Args:
         model: a freshly built model.
@@ -216,10 +243,13 @@ def prepare_model(
 def forward_loss(
     model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, fast: bool
 ) -> torch.Tensor:
-    """The training loss of one batch (a 0-d fp32 tensor); the forward runs under `_autocast`."""
+    """The training loss of one batch (a 0-d fp32 tensor); only the forward runs under `_autocast`.
+
+    The loss is computed in fp32 outside autocast: its softmaxes and sums lose too much in bf16.
+    """
     with _autocast(device, fast):
         pred = model(x)
-        loss, _ = loss_fn(pred.float(), y)
+    loss, _ = loss_fn(pred.float(), y)
     return loss
 
 

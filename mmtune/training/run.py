@@ -10,6 +10,7 @@ from typing import Any
 from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
 from mmtune.flow import check_estimator
+from mmtune.metrics.baselines import split_baselines, verdict
 from mmtune.report.strips import save_strip
 from mmtune.training.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
@@ -22,6 +23,8 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png. best.pt
     (read back only for the test split) and a finished run's last.pt carry no optimizer state.
     A `resume` checkpoint is read and checked against `trial` before anything is written.
+    test_metrics.json also holds the trivial baselines of the val and test splits and the test
+    MSE's ratio to the best of them (`mmtune.metrics.baselines`).
 
     Returns:
         The dict written to test_metrics.json.
@@ -69,11 +72,15 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
             "mse_pixel255": "per-pixel MSE on the 0-255 scale",
         },
     }
+    summary["baselines"] = split_baselines(trainer.data)
     if fit.best_epoch is not None:
         if (out / "best.pt").is_file():  # else (see _carry_best) the weights this run ended with
             trainer.load_weights(out / "best.pt")
         summary["tested_epoch"] = trainer.epoch
         summary["test"] = trainer.test()
+        v = verdict(summary["test"]["mse_frame"], summary["baselines"]["splits"]["test"]["metrics"])
+        summary["vs_best_baseline"] = v._asdict()
+        print(v.words(trial.model), file=sys.stderr)
         inputs, truth, pred = trainer.predict("test", n=1)
         save_strip(inputs[0], truth[0], pred[0], out / "strip.png")
     summary["wall_seconds"] = time.perf_counter() - t0

@@ -1,10 +1,10 @@
 """The fast path's numerics and the `mmtune bench` command (CPU).
 
 The CUDA fast path (bf16 autocast, channels_last, compile, fused AdamW, data on the GPU) cannot
-run here, so its numerics are checked piece by piece on CPU: bf16 autocast is forced on CPU
-for a forward pass, channels_last is applied to the CPU model. The 1-epoch val MSE check runs
-the real `fast=True` Trainer, which on CPU is the eager path by design (so it is exact here);
-on a GPU the same test compares bf16 against fp32 and is the real check.
+run here, so its numerics are checked piece by piece on CPU: the loop's own autocast is forced on
+for a forward pass (MMTUNE_CPU_BF16=1, so also on CPUs without native bf16), channels_last is
+applied to the CPU model. The 1-epoch val MSE check runs the real `fast=True` Trainer, which on
+CPU trains in bf16 autocast, against fp32 eager. Gradients: tests/training/test_fast_path.py.
 """
 
 from __future__ import annotations
@@ -22,13 +22,23 @@ from mmtune.bench.bench import BenchConfig, _conv_backward_flop
 from mmtune.errors import MMTuneError
 from mmtune.metrics import VideoLoss
 from mmtune.models import get_model, list_models
+from mmtune.training import loop
 from mmtune.training.config import build_trial
 from mmtune.training.loop import Trainer, prepare_model, resolve_device
 
 # bf16 keeps 8 bits of mantissa (relative error 2^-8 ≈ 0.004 per rounding); after a few
-# layers the sigmoid outputs in [0, 1] of an untrained model differ by ~1e-3 on average.
+# layers the outputs of an untrained model differ by ~1e-3 on average.
 BF16_MAX_ABS = 0.03
 BF16_MEAN_ABS = 0.005
+
+
+@pytest.fixture
+def bf16_on_cpu(monkeypatch: pytest.MonkeyPatch):
+    """The loop's CPU autocast forced on (native bf16 or not), so fast really differs from eager."""
+    monkeypatch.setenv("MMTUNE_CPU_BF16", "1")
+    loop.cpu_bf16_supported.cache_clear()
+    yield
+    loop.cpu_bf16_supported.cache_clear()
 
 
 def _inputs(batch: int = 4):
@@ -37,15 +47,18 @@ def _inputs(batch: int = 4):
 
 
 @pytest.mark.parametrize("model", list_models())
-def test_bf16_autocast_matches_fp32_on_the_same_weights(model):
+def test_bf16_autocast_matches_fp32_on_the_same_weights(model, bf16_on_cpu):
     torch.manual_seed(0)
     net = get_model(model, size_config(model, "small")).eval()
     x, y = _inputs()
     loss_fn = VideoLoss(kl_weight=0.1)
+    cpu = torch.device("cpu")
     with torch.no_grad():
         ref = net(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # what _autocast does on CUDA
-            low = net(x).float()
+        with loop._autocast(cpu, True):  # the training loop's own autocast
+            low = net(x)
+        assert low.dtype == torch.bfloat16, "the fast path must really run in bf16"
+        low = low.float()
         ref_loss, _ = loss_fn(ref, y)
         low_loss, _ = loss_fn(low, y)
     diff = (ref - low).abs()
@@ -75,7 +88,7 @@ def test_compiled_model_keeps_checkpoint_keys():
     assert list(net.state_dict()) == list(get_model("conv_tau", cfg).state_dict())
 
 
-def test_cpu_fast_path_is_eager(monkeypatch):
+def test_cpu_fast_path_neither_compiles_nor_changes_layout(monkeypatch):
     monkeypatch.delenv("MMTUNE_COMPILE", raising=False)
     cfg = size_config("conv_tau", "small")
     net = prepare_model(get_model("conv_tau", cfg), "conv_tau", torch.device("cpu"), True)
@@ -83,7 +96,7 @@ def test_cpu_fast_path_is_eager(monkeypatch):
     assert all(p.is_contiguous() for p in net.parameters())
 
 
-def test_fast_val_mse_within_2_percent_of_eager_after_one_epoch():
+def test_fast_val_mse_within_2_percent_of_eager_after_one_epoch(bf16_on_cpu):
     torch.set_num_threads(1)
     device = resolve_device("auto")
     data = {"train_size": 64, "val_size": 16, "test_size": 8}

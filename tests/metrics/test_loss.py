@@ -28,17 +28,31 @@ def test_kl_weight_zero_is_plain_mse(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = F.mse_loss(pred, true)
     assert total.dim() == 0
     assert total.item() == pytest.approx(expected.item())
-    assert parts == {"mse": pytest.approx(expected.item()), "kl": 0.0}
+    assert {k: v.item() for k, v in parts.items()} == {"mse": pytest.approx(expected.item()), "kl": 0.0}
 
 
 def test_total_is_mse_plus_weighted_kl() -> None:
     pred, true = _rand(2, 10, 1, 64, 64, seed=3), _rand(2, 10, 1, 64, 64, seed=4)
     total, parts = VideoLoss(kl_weight=0.5, temperature=0.2)(pred, true)
     kl = differential_divergence(pred, true, temperature=0.2).item()
-    assert parts["kl"] == pytest.approx(kl)
-    assert parts["mse"] == pytest.approx(F.mse_loss(pred, true).item())
-    assert total.item() == pytest.approx(parts["mse"] + 0.5 * kl, rel=1e-6)
-    assert isinstance(parts["mse"], float) and isinstance(parts["kl"], float)
+    assert parts["kl"].item() == pytest.approx(kl)
+    assert parts["mse"].item() == pytest.approx(F.mse_loss(pred, true).item())
+    assert total.item() == pytest.approx(parts["mse"].item() + 0.5 * kl, rel=1e-6)
+
+
+def test_loss_reads_nothing_back_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parts stay tensors: an .item() per call would sync the GPU on every training step."""
+    pred = _rand(2, 10, 1, 64, 64, seed=3).requires_grad_()
+    true = _rand(2, 10, 1, 64, 64, seed=4)
+
+    def no_sync(self: torch.Tensor) -> float:
+        raise AssertionError("VideoLoss.forward called .item() (a host-device sync)")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    for weight in (0.0, 0.1):
+        total, parts = VideoLoss(kl_weight=weight)(pred, true)
+        assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in parts.values())
+        assert total.requires_grad
 
 
 def test_kl_zero_when_equal_positive_otherwise() -> None:
@@ -96,7 +110,7 @@ def test_bf16_inputs_give_float32_loss() -> None:
     true = _rand(2, 10, 1, 64, 64, seed=12).bfloat16()
     total, parts = VideoLoss(kl_weight=0.1)(pred, true)
     assert total.dtype == torch.float32
-    assert math.isfinite(parts["kl"]) and parts["kl"] > 0
+    assert math.isfinite(parts["kl"].item()) and parts["kl"].item() > 0
     total.backward()
     assert pred.grad is not None and pred.grad.dtype == torch.bfloat16
 

@@ -14,7 +14,7 @@ from mmtune.report._curves import draw_curves, get_curves_info
 from mmtune.report._flow import draw_flow, get_flow_info
 from mmtune.report._frames import animation_gif, get_frames_info, strip_png
 from mmtune.report._horizon import draw_horizon, get_horizon_info
-from mmtune.report._leaderboard import REFERENCES, get_leaderboard_info, get_reference_info
+from mmtune.report._leaderboard import REFERENCES, get_baseline_info, get_leaderboard_info, get_reference_info
 from mmtune.report._load import COMPLETED, DIVERGED, FAILED, STOPPED_EARLY, load_experiment, trial_table
 from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
 from mmtune.report._summary import get_summary_info
@@ -81,6 +81,33 @@ def test_reference_units(make_exp, synthetic):
     assert "conv_lstm (this sweep)" not in rows and any("conv_lstm" in n for n in info.notes)
 
 
+def test_baselines_and_verdicts(make_exp, synthetic, tmp_path):
+    exp = load_experiment(make_exp())
+    info = get_baseline_info(exp)
+    base = synthetic.BASELINE_MSE
+    assert [r.name for r in info.rows] == sorted(base, key=base.__getitem__)  # best first
+    assert [r.name for r in info.rows if r.best] == ["mean_frame"] and info.test_size == 64
+    # simple_lstm (57.0) loses to the mean frame (35.0); conv_tau (29.5) beats it
+    assert info.verdicts["simple_lstm"].ratio == pytest.approx(57.0 / 35.0)
+    assert info.losers == ["simple_lstm"] and info.verdicts["conv_tau"].beats
+    bars = [r for r in get_reference_info(exp).rows if r.kind == "baseline"]
+    assert {r.label for r in bars} == {f"baseline: {k}" for k in base}
+    assert next(r for r in bars if r.label == "baseline: blank").mse_frame == 40.0
+    text = build_report(make_exp(), tmp_path / "r.html").read_text()
+    assert "simple_lstm: DOES NOT BEAT the best baseline" in text
+    assert "conv_tau: test mse_frame = 0.84x the best baseline (mean_frame, mse_frame 35.0)" in text
+    assert "No model of this sweep beats" not in text
+
+
+def test_all_models_losing_is_said_once_in_words(make_exp, tmp_path):
+    exp = make_exp()
+    path = exp / "baselines.json"
+    path.write_text(path.read_text().replace('"mse_frame": 35.0', '"mse_frame": 20.0'))
+    info = get_baseline_info(load_experiment(exp))
+    assert sorted(info.losers) == ["conv_tau", "simple_lstm"]
+    assert "No model of this sweep beats the best trivial baseline" in build_report(exp, tmp_path / "r.html").read_text()
+
+
 def test_curves_mark_asha_and_diverged(make_exp):
     info = get_curves_info(load_experiment(make_exp()))
     by_id = {t.trial_id: t for t in info.traces}
@@ -139,7 +166,7 @@ def test_horizon_flow_frames(make_exp):
 
 @pytest.mark.parametrize("missing", [
     ("results.parquet",), ("best_configs.json", "test_metrics.json"), ("predictions",), ("sweep.json",),
-    ("results.parquet", "predictions", "test_metrics.json"),
+    ("results.parquet", "predictions", "test_metrics.json"), ("baselines.json",),
 ])
 def test_partial_experiment_builds_with_notes(make_exp, tmp_path, missing, check_html):
     exp = make_exp(missing=missing)

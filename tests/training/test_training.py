@@ -203,7 +203,18 @@ def test_train_command_writes_metrics_and_strip(tmp_path, capsys):
     assert len(metrics["test"]["mse_frame_per_step"]) == 10
     assert metrics["test"]["mse_pixel255"] == pytest.approx(metrics["test"]["mse_frame"] * 65025 / 4096, rel=1e-4)
     assert (out / "strip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "test mse_frame" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "test mse_frame" in captured.out
+    # the baselines of both evaluated splits, and the model set beside the best one
+    base = metrics["baselines"]
+    assert set(base["splits"]) == {"val", "test"} and base["splits"]["test"]["size"] == 8
+    test_base = base["splits"]["test"]["metrics"]
+    assert set(test_base) == {"blank", "mean_frame", "last_frame", "input_mean"}
+    best = min(test_base, key=lambda k: test_base[k]["mse_frame"])
+    vs = metrics["vs_best_baseline"]
+    assert vs["baseline"] == best
+    assert vs["ratio"] == pytest.approx(metrics["test"]["mse_frame"] / test_base[best]["mse_frame"])
+    assert "the best baseline" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,148 @@
+"""Trivial predictors that every model's number is set beside.
+
+A video-prediction MSE means little on its own: on Moving MNIST a black frame already scores
+about 170 per-frame MSE, because the digits cover a small part of the frame. These predictors
+need no training, so they are computed for every split that a run evaluates:
+
+- ``blank``: a black frame.
+- ``mean_frame``: a constant frame at the training split's mean intensity (the best constant
+  under MSE).
+- ``last_frame``: the last input frame, held for every future step (right where nothing moves).
+- ``input_mean``: the per-pixel mean of the input frames (a blurred trail of the motion).
+
+Example:
+    >>> import numpy as np
+    >>> frames = np.zeros((4, 20, 64, 64), np.uint8)
+    >>> evaluate_baselines(frames, train_mean=0.0)["blank"]["mse_frame"]
+    0.0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmtune.errors import MMTuneError
+from mmtune.metrics.video import MetricAccumulator
+
+__all__ = [
+    "BASELINES",
+    "Verdict",
+    "baseline_prediction",
+    "best_baseline",
+    "evaluate_baselines",
+    "split_baselines",
+    "train_mean_intensity",
+    "verdict",
+]
+
+BASELINES: dict[str, str] = {
+    "blank": "a black frame",
+    "mean_frame": "a constant frame at the training split's mean intensity",
+    "last_frame": "the last input frame, repeated",
+    "input_mean": "the per-pixel mean of the input frames",
+}
+
+
+def baseline_prediction(name: str, x: Tensor, t_out: int, train_mean: float) -> Tensor:
+    """The prediction of baseline `name` from inputs x (B, T_in, 1, H, W): (B, t_out, 1, H, W)."""
+    b, _, c, h, w = x.shape
+    if name == "blank":
+        return x.new_zeros(b, t_out, c, h, w)
+    if name == "mean_frame":
+        return x.new_full((b, t_out, c, h, w), float(train_mean))
+    if name == "last_frame":
+        return x[:, -1:].expand(b, t_out, c, h, w)
+    if name == "input_mean":
+        return x.mean(dim=1, keepdim=True).expand(b, t_out, c, h, w)
+    raise MMTuneError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
+
+
+def train_mean_intensity(frames: np.ndarray) -> float:
+    """Mean pixel intensity in [0, 1] of uint8 frames (N, T, H, W), summed in chunks (no float copy)."""
+    total = sum(int(frames[i : i + 1024].sum(dtype=np.int64)) for i in range(0, len(frames), 1024))
+    return total / (255.0 * max(frames.size, 1))
+
+
+@torch.no_grad()
+def evaluate_baselines(
+    frames: np.ndarray, train_mean: float, t_in: int = 10, batch_size: int = 256
+) -> dict[str, dict[str, Any]]:
+    """Every metric (mmtune.metrics) of every baseline on uint8 clips (N, 20, 64, 64).
+
+    Args:
+        frames: The split's clips; the first `t_in` frames are the inputs, the rest the targets.
+        train_mean: The training split's mean intensity in [0, 1] (see `train_mean_intensity`).
+        t_in: Input frames.
+        batch_size: Clips per chunk (memory only; the result does not depend on it).
+
+    Returns:
+        ``{baseline: metrics}``, each metrics dict as `MetricAccumulator.compute()` returns it.
+    """
+    if frames.ndim != 4 or frames.shape[1] <= t_in:
+        raise MMTuneError(f"baselines need clips (N, T > {t_in}, H, W), got shape {frames.shape}")
+    accs = {name: MetricAccumulator() for name in BASELINES}
+    for lo in range(0, len(frames), batch_size):
+        clip = torch.from_numpy(np.ascontiguousarray(frames[lo : lo + batch_size])).float().div_(255).unsqueeze(2)
+        x, y = clip[:, :t_in], clip[:, t_in:]
+        for name, acc in accs.items():
+            acc.update(baseline_prediction(name, x, y.shape[1], train_mean), y)
+    return {name: acc.compute() for name, acc in accs.items()}
+
+
+def best_baseline(baselines: dict[str, dict[str, Any]], metric: str = "mse_frame") -> tuple[str, float]:
+    """(name, value) of the baseline with the lowest `metric`; ("", nan) when there is none."""
+    finite = {k: float(v[metric]) for k, v in baselines.items() if math.isfinite(float(v.get(metric, math.nan)))}
+    if not finite:
+        return "", math.nan
+    name = min(finite, key=finite.__getitem__)
+    return name, finite[name]
+
+
+def split_baselines(data: Any, splits: tuple[str, ...] = ("val", "test")) -> dict[str, Any]:
+    """The baselines of every split a run evaluates, as written to test_metrics.json / baselines.json.
+
+    Args:
+        data: A `mmtune.data.datasets.MovingMNIST` (anything with ``frames(split)``).
+        splits: The evaluated splits.
+
+    Returns:
+        ``{"train_mean": m, "descriptions": BASELINES, "splits": {split: {"size": n, "metrics":
+        {baseline: metrics}}}}``; ``mean_frame`` uses the training split's mean intensity m
+        (epoch 0's clips when the training data is drawn online).
+    """
+    train_mean = train_mean_intensity(data.frames("train"))
+    out: dict[str, Any] = {"train_mean": train_mean, "descriptions": dict(BASELINES), "splits": {}}
+    for split in splits:
+        frames = data.frames(split)
+        out["splits"][split] = {"size": int(len(frames)), "metrics": evaluate_baselines(frames, train_mean)}
+    return out
+
+
+class Verdict(NamedTuple):
+    """A model's test MSE set beside the best baseline of the same split."""
+
+    baseline: str  # the best baseline's name ("" when there is none)
+    baseline_mse: float  # its mse_frame
+    ratio: float  # model mse_frame / baseline mse_frame (nan when either is missing)
+    beats: bool  # ratio < 1
+
+    def words(self, model: str) -> str:
+        """One line for the console and the report."""
+        if not math.isfinite(self.ratio):
+            return f"{model}: no baseline comparison (a test MSE or the baselines are missing)"
+        rel = f"{self.ratio:.2f}x the best baseline ({self.baseline}, mse_frame {self.baseline_mse:.1f})"
+        if self.beats:
+            return f"{model}: test mse_frame = {rel}"
+        return f"{model}: DOES NOT BEAT the best baseline: test mse_frame = {rel}; it has not learned to predict"
+
+
+def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]]) -> Verdict:
+    """Compare a model's mse_frame with the best of `baselines` (``{name: metrics}`` of one split)."""
+    name, value = best_baseline(baselines)
+    ratio = model_mse_frame / value if math.isfinite(model_mse_frame) and value > 0 else math.nan
+    return Verdict(name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0))
