@@ -37,7 +37,7 @@ def load_digits(source: str = "embedded", root: str | Path | None = None) -> np.
         root: torchvision's dataset folder (default ~/.cache/mmtune/mnist).
     """
     if source == "embedded":
-        with np.load(EMBEDDED_PATH) as f:
+        with np.load(EMBEDDED_PATH, allow_pickle=False) as f:
             return np.ascontiguousarray(f["images"])
     if source == "torchvision":
         return _load_torchvision(Path(root) if root else Path.home() / ".cache" / "mmtune" / "mnist")

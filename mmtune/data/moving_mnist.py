@@ -120,7 +120,7 @@ def generate(
 def load_standard_file(path: str) -> np.ndarray:
     """Load the literature's `mnist_test_seq.npy` (uint8, 20 x N x 64 x 64) as (N, 20, 64, 64)."""
     try:
-        arr = np.load(path, mmap_mode="r")
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise MMTuneError(f"test file {path} does not exist; give the path of mnist_test_seq.npy") from None
     except ValueError as exc:

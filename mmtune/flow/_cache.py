@@ -77,7 +77,7 @@ def _load_valid(key: str, meta: dict[str, Any], shape: tuple[int, ...], root: Pa
         elif file_sha256(data) != info.get("sha256"):
             problem = "its checksum does not match"
         if problem is None:
-            arr = np.load(data, mmap_mode="r")
+            arr = np.load(data, mmap_mode="r", allow_pickle=False)
             if arr.shape == shape and arr.dtype == np.float16:
                 return arr
             problem = f"the file holds {arr.dtype} {arr.shape}"
@@ -129,4 +129,4 @@ def load_or_build(
         finally:
             tmp.unlink(missing_ok=True)
             tmp_side.unlink(missing_ok=True)
-        return np.load(data, mmap_mode="r")
+        return np.load(data, mmap_mode="r", allow_pickle=False)

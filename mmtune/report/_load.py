@@ -113,7 +113,7 @@ def _read_predictions(folder: Path, notes: list[str]) -> dict[str, tuple[np.ndar
         return out
     for f in sorted(folder.glob("*.npz")):
         try:
-            with np.load(f) as z:
+            with np.load(f, allow_pickle=False) as z:
                 arrays = tuple(np.asarray(z[k], dtype=np.float32) for k in ("inputs", "truth", "pred"))
         except Exception as exc:  # zipfile / KeyError / ValueError from a truncated file
             notes.append(f"predictions/{f.name} could not be read ({type(exc).__name__}: {exc})")

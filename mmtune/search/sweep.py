@@ -160,9 +160,11 @@ def _check_storage(storage: str, is_uri: bool) -> str:
 def check_checkpoints(exp_dir: Path) -> None:
     """Before --resume: every kept trial checkpoint must match its sha256 sidecar.
 
-    Ray would restart an unfinished trial from a corrupt file (and fail it max_failures times), or
-    test a finished one's best checkpoint from it; one line naming the file is clearer, and nothing
-    of the experiment has been touched yet.
+    In the middle of a sweep nobody is there to ask, so a trial whose checkpoint turns out corrupt
+    fails over to its previous one, or retrains (`tune_adapter.resume_or_fail_over`). Before a
+    --resume a person is: one line naming the file lets them put it back from a copy and keep the
+    trial's epochs (a finished trial's best checkpoint is also what the test split is run on), and
+    nothing of the experiment has been touched yet.
     """
 
     states = sorted(exp_dir.glob("trial_*/checkpoint_*/state.pt"))
@@ -188,7 +190,7 @@ ROW_COLUMNS = [
     "trial_id", "model", "epoch", "val_mse", "objective", "val_mse_pixel255", "val_mae", "val_ssim",
     "val_psnr", "train_loss", "status", "stopped_early", "diverged", "error", "node_ip", "hostname",
     "node_id", "time_this_iter_s", "time_total_s", "train_seconds", "train_seconds_total", "epoch_seconds",
-    "training_iteration", "epochs_planned", "resumed_from_epoch", "optuna_trial", "timestamp",
+    "training_iteration", "epochs_planned", "resumed_from_epoch", "resume_note", "optuna_trial", "timestamp",
 ]
 
 
@@ -339,7 +341,7 @@ def _evaluate_best(exp_dir: Path, space: SearchSpace, best: dict[str, tuple[Any,
             with tempfile.TemporaryDirectory() as tmp:
                 state = tune_adapter.fetch_checkpoint(ref, tmp)
                 trainer = Trainer(cfg, progress=False)
-                trainer.resume(state)
+                trainer.load_weights(state)
             test = trainer.test()
             inputs, truth, pred = trainer.predict("test", n=min(PREDICTION_CLIPS, cfg.data.test_size))
         except MMTuneError as exc:  # e.g. a corrupt checkpoint (sha256 mismatch): report it, go on

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import posixpath
+import re
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,12 +139,14 @@ def train_fn(config: dict[str, Any], run: RunSpec) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     trial = run.space.trial_config(config, run.train_overrides)
     trainer = Trainer(trial, progress=False)
-    resumed_from = 0
+    note = ""
     ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            trainer.resume(Path(d) / STATE_FILE)  # checks the sha256; a corrupt file fails the trial clearly
-        resumed_from = trainer.epoch
+    if ckpt is not None:  # a checkpoint of another config fails the trial; an unreadable one fails over
+        trainer, note = resume_or_fail_over(trainer, ckpt, lambda: Trainer(trial, progress=False),
+                                            f"trial {tune.get_context().get_trial_id()}")
+        if note:
+            print_err(f"mmtune search: {note}")
+    resumed_from = trainer.epoch
     node = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
             "node_id": ray.get_runtime_context().get_node_id()}
     writer = SummaryWriter(os.path.join(tune.get_context().get_trial_dir(), TB_DIR))
@@ -168,6 +173,7 @@ def train_fn(config: dict[str, Any], run: RunSpec) -> None:
             "train_seconds_total": train_total,
             "fn_seconds": time.perf_counter() - t_fn,
             "resumed_from_epoch": resumed_from,
+            "resume_note": note,  # "" unless Ray's checkpoint was unusable: what the trial did instead
             "diverged": diverged,
             "model": trial.model,
             **node,
@@ -184,11 +190,67 @@ def train_fn(config: dict[str, Any], run: RunSpec) -> None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            tr.save(Path(tmp) / STATE_FILE)
+            tr.save(Path(tmp) / STATE_FILE, optimizer=not tr.finished)  # resuming a finished trial trains nothing
             tune.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
     trainer.fit(on_epoch)
     writer.flush()  # not close(): tensorboardX closes again at exit and would fail on a closed file
+
+
+def resume_or_fail_over(trainer: Any, ckpt: Checkpoint, fresh: Callable[[], Any], who: str) -> tuple[Any, str]:
+    """Resume `trainer` from Ray's checkpoint; when that file is unusable, from the trial's newest
+    older checkpoint that loads (Ray keeps the best one beside the latest), else from scratch.
+
+    Args:
+        trainer: a fresh Trainer of the trial.
+        ckpt: the checkpoint Ray restores the trial from (its latest).
+        fresh: builds another fresh Trainer (a half-loaded one is not trusted to start over from).
+        who: how the note names the trial.
+
+    Returns:
+        The trainer to go on with, and a one-line note of what was done ("" when `ckpt` loaded).
+
+    Raises:
+        MMTuneError: the checkpoint was trained with another config than the trial's.
+    """
+    from mmtune.training.checkpoint import CheckpointError
+
+    problem = ""
+    for i, c in enumerate([ckpt, *_older_checkpoints(ckpt)]):
+        try:
+            with c.as_directory() as d:
+                trainer.resume(Path(d) / STATE_FILE)
+        except CheckpointError as exc:
+            problem = problem or str(exc).split("; delete it")[0]
+            continue
+        if i == 0:
+            return trainer, ""
+        return trainer, f"{who}: {problem}; failed over to {_name(c)} (epoch {trainer.epoch}), its previous checkpoint"
+    return fresh(), f"{who}: {problem}; no older checkpoint of it loads, so it is retrained from epoch 0"
+
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint_\d+")
+
+
+def _name(ckpt: Checkpoint) -> str:
+    return posixpath.basename(ckpt.path.rstrip("/"))
+
+
+def _older_checkpoints(ckpt: Checkpoint) -> list[Checkpoint]:
+    """The other checkpoint folders of `ckpt`'s trial that Ray wrote before it, newest first."""
+    import pyarrow.fs
+
+    parent, name = posixpath.split(ckpt.path.rstrip("/"))
+    fs = ckpt.filesystem
+    if fs is None:
+        return []
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(parent))
+    except OSError:  # the trial folder cannot be listed: nothing to fail over to
+        return []
+    names = sorted((i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                    and _CHECKPOINT_DIR.fullmatch(i.base_name) and i.base_name < name), reverse=True)
+    return [Checkpoint(posixpath.join(parent, n), filesystem=fs) for n in names]
 
 
 class RecordingOptunaSearch(OptunaSearch):
@@ -391,7 +453,13 @@ def _run_config(settings: TuneSettings) -> RunConfig:
 
 
 def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutcome:
-    """Run the sweep (or restore an interrupted one) and read every trial back."""
+    """Run the sweep (or restore an interrupted one) and read every trial back.
+
+    A restore is the one place where mmtune lets pickles be read: Ray unpickles its experiment
+    state (tuner.pkl, the trainable, the searcher's saved OptunaSearch with its sampler). The
+    sweep's own driver wrote those files into its own experiment folder, and mmtune never ships
+    them; trial checkpoints, which people do pass around, load as plain data (`load_checkpoint`).
+    """
     exp_path = _join(settings.storage, settings.name)
     if resume:
         tuner = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec),
@@ -405,12 +473,18 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
         )
         # model.weights: each trial's family is fixed in advance (define-by-run spaces ignore Ray's
         # points_to_evaluate, so through Optuna's own queue); the sampler fills in the rest.
-        for model in spec.space.model_plan(settings.samples):
-            searcher._ot_study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
+        plan = spec.space.model_plan(settings.samples)
+        study = searcher._ot_study  # created by OptunaSearch.__init__, since a space is given
+        if plan and study is None:
+            raise MMTuneError("OptunaSearch created no study; model.weights cannot be applied")
+        for model in plan:
+            study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
         scheduler: TrialScheduler
         if settings.scheduler == "asha":
+            # Rungs count our own "epoch", not Ray's training_iteration: a trial that fell back to an
+            # older checkpoint (resume_or_fail_over) repeats epochs, and Ray's counter would run ahead.
             scheduler = ASHAScheduler(
-                time_attr="training_iteration", max_t=settings.max_epochs,
+                time_attr="epoch", max_t=settings.max_epochs,
                 grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
             )
         else:

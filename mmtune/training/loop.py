@@ -22,10 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 from mmtune.data.datasets import T_IN, MovingMNIST
+from mmtune.errors import MMTuneError
 from mmtune.flow import flow_inputs
 from mmtune.metrics import MetricAccumulator, VideoLoss
 from mmtune.models import get_model
-from mmtune.training.checkpoint import load_checkpoint, save_checkpoint
+from mmtune.training.checkpoint import CheckpointError, check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
 
 
@@ -62,8 +63,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from mmtune.errors import MMTuneError
-
         raise MMTuneError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     return torch.device(name)
 
@@ -285,6 +284,15 @@ def evaluate(
     return acc.compute()
 
 
+def _load_model_state(model: nn.Module, state: dict[str, Any], what: str) -> None:
+    """model.load_state_dict, with a file whose weights do not fit its own config as one line."""
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{what}: its weights do not fit the model its config names ({first})") from None
+
+
 class Trainer:
     """State of one run: model, optimizer, scheduler, data; `fit()` runs the epochs."""
 
@@ -322,25 +330,35 @@ class Trainer:
         return self._train
 
     # -- state ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs to continue identically."""
-        return {
+    def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
+        """Everything a resumed run needs to continue identically, as plain data.
+
+        Args:
+            optimizer: also the optimizer and scheduler state (two thirds of an AdamW checkpoint).
+                Without them the checkpoint serves evaluation, or a resume of a finished run.
+        """
+        state: dict[str, Any] = {
             "trial": self.trial.to_dict(),
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "best_val_mse": self.best_val_mse,
             "best_epoch": self.best_epoch,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
+        if optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from `state_dict()` output."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore from `state_dict()` output (a finished run's may lack the optimizer state)."""
+        if "optimizer" not in state and int(state["epoch"]) < self.trial.train.epochs:
+            raise MMTuneError(f"{source} holds the weights only: it can be evaluated, not continued")
+        _load_model_state(self.model, state, source)
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.best_val_mse = float(state["best_val_mse"])
         self.best_epoch = state["best_epoch"]
@@ -348,13 +366,32 @@ class Trainer:
         if state.get("rng_cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
-    def save(self, path: str | Path) -> Path:
-        """Write a checkpoint of the current state."""
-        return save_checkpoint(self.state_dict(), path)
+    def save(self, path: str | Path, optimizer: bool = True) -> Path:
+        """Write a checkpoint of the current state (see `state_dict` for `optimizer`)."""
+        return save_checkpoint(self.state_dict(optimizer), path)
+
+    @property
+    def finished(self) -> bool:
+        """Every planned epoch is done: a checkpoint now needs no optimizer state to be resumed."""
+        return self.epoch >= self.trial.train.epochs
 
     def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint written by `save()`."""
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        """Continue from a checkpoint written by `save()`, after checking it was trained as this run asks.
+
+        Raises:
+            CheckpointError: the file is missing, corrupt, truncated or not plain data.
+            MMTuneError: it was trained with another model, model config, data or schedule.
+        """
+        state = load_checkpoint(path)
+        check_resume(state, self.trial, f"checkpoint {path}")
+        self.load_state_dict(state, f"checkpoint {path}")
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a checkpoint's model weights (for evaluation), after checking its model and config."""
+        state = load_checkpoint(path)
+        check_resume(state, self.trial, f"checkpoint {path}", weights_only=True)
+        _load_model_state(self.model, state, f"checkpoint {path}")
+        self.epoch = int(state["epoch"])
 
     # -- epochs -----------------------------------------------------------------------------
     def train_epoch(self) -> tuple[float, str]:

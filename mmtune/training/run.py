@@ -12,6 +12,7 @@ from mmtune.data.moving_mnist import load_standard_file
 from mmtune.flow import check_estimator
 from mmtune.metrics.baselines import split_baselines, verdict
 from mmtune.report.strips import save_strip
+from mmtune.training.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
 from mmtune.training.loop import Trainer
 
@@ -19,7 +20,9 @@ from mmtune.training.loop import Trainer
 def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train `trial`, evaluate the best checkpoint on the test split and write the results.
 
-    Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png.
+    Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png. best.pt
+    (read back only for the test split) and a finished run's last.pt carry no optimizer state.
+    A `resume` checkpoint is read and checked against `trial` before anything is written.
     test_metrics.json also holds the trivial baselines of the val and test splits and the test
     MSE's ratio to the best of them (`mmtune.metrics.baselines`).
 
@@ -31,19 +34,24 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     check_estimator(trial.train.flow, trial.data)
     if trial.data.test_file:  # a wrong shape or dtype is found now, not after training
         load_standard_file(trial.data.test_file)
+    state = None
+    if resume:  # a foreign, corrupt or mismatched checkpoint is one line, and nothing is written
+        state = load_checkpoint(resume)
+        check_resume(state, trial, f"--resume {resume}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     trainer = Trainer(trial, progress=progress)
-    if resume:
-        trainer.resume(resume)
+    if state is not None and resume:
+        trainer.load_state_dict(state, f"--resume {resume}")
+        _carry_best(trainer, Path(resume), out)
     print(f"training {trial.model} on {trainer.device} for {trial.train.epochs} epochs "
           f"({trial.data.train_size} train sequences) -> {out}", file=sys.stderr)
 
     def on_epoch(result, tr: Trainer) -> None:
-        tr.save(out / "last.pt")
+        tr.save(out / "last.pt", optimizer=not tr.finished)  # resuming a finished run trains nothing
         if result.status == "ok" and tr.best_epoch == result.epoch:
-            tr.save(out / "best.pt")
+            tr.save(out / "best.pt", optimizer=False)
 
     fit = trainer.fit(on_epoch)
     history = [
@@ -66,7 +74,9 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     }
     summary["baselines"] = split_baselines(trainer.data)
     if fit.best_epoch is not None:
-        trainer.resume(out / "best.pt")
+        if (out / "best.pt").is_file():  # else (see _carry_best) the weights this run ended with
+            trainer.load_weights(out / "best.pt")
+        summary["tested_epoch"] = trainer.epoch
         summary["test"] = trainer.test()
         v = verdict(summary["test"]["mse_frame"], summary["baselines"]["splits"]["test"]["metrics"])
         summary["vs_best_baseline"] = v._asdict()
@@ -76,3 +86,22 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(summary, out / "test_metrics.json")
     return summary
+
+
+def _carry_best(trainer: Trainer, resume: Path, out: Path) -> None:
+    """A run resumed into another folder takes its best epoch's weights along, for the test split."""
+    best = out / "best.pt"
+    if trainer.best_epoch is None or best.exists():
+        return
+    if trainer.best_epoch == trainer.epoch:  # the resumed state is the best one
+        trainer.save(best, optimizer=False)
+        return
+    source = resume.with_name("best.pt")
+    if source.is_file():
+        state = load_checkpoint(source)
+        check_resume(state, trainer.trial, f"{source}", weights_only=True)
+        if state["epoch"] == trainer.best_epoch:
+            save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}, best)
+            return
+    print(f"mmtune train: warning: the best epoch's weights (epoch {trainer.best_epoch}) are not beside {resume}; "
+          f"the test split runs on the best epoch this run reaches, else on its last", file=sys.stderr)

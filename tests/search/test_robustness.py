@@ -7,6 +7,7 @@ cluster (slow), real NaN training. The driver-crash resume is in test_sweep.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -93,6 +94,26 @@ BAD: dict[str, Case] = {
         "raft_small needs its pretrained weights", mmtune=True, offline_raft=True),
     "raft_weights_missing_space": Case(["--space", "{SPACE:raft.yaml}"], "flow: raft_small needs its pretrained",
                                        offline_raft=True),
+    # A checkpoint shared with the user, given to `mmtune train --resume` (see the `storage` fixture).
+    "train_resume_crafted_pickle": Case(
+        ["train", "--model", "simple_lstm", *TINY_TRAIN, "--resume", "{S}/shared/evil.pt", "--out", "{S}/new"],
+        "holds objects that are not plain data (io.open); mmtune refuses to unpickle it", mmtune=True),
+    "train_resume_truncated": Case(
+        ["train", "--model", "simple_lstm", *TINY_TRAIN, "--resume", "{S}/shared/truncated.pt", "--out", "{S}/new"],
+        "truncated.pt cannot be read", mmtune=True),
+    "train_resume_other_model": Case(
+        ["train", "--model", "conv_lstm", *TINY_TRAIN, "--resume", "{S}/shared/last.pt", "--out", "{S}/new"],
+        "checkpoint was trained with model simple_lstm, this run asks for conv_lstm; mismatched", mmtune=True),
+    "train_resume_other_model_config": Case(
+        ["train", "--model", "simple_lstm", *TINY_TRAIN, "--set", "hidden=32", "--resume", "{S}/shared/last.pt",
+         "--out", "{S}/new"], "mismatched (checkpoint vs this run): model_cfg.hidden (64 vs 32)", mmtune=True),
+    "train_resume_other_data": Case(
+        ["train", "--model", "simple_lstm", *TINY_TRAIN, "--train-size", "32", "--resume", "{S}/shared/last.pt",
+         "--out", "{S}/new"], "mismatched (checkpoint vs this run): data.train_size (16 vs 32)", mmtune=True),
+    "train_resume_more_epochs": Case(
+        ["train", "--model", "simple_lstm", *TINY_TRAIN, "--epochs", "3", "--resume", "{S}/shared/last.pt",
+         "--out", "{S}/new"], "--epochs 3 differs from the checkpoint's 1: the onecycle schedule was planned for 1",
+        mmtune=True),
     "bad_train_value": Case(["train", "--model", "simple_lstm", "--lr", "-1", "--out", "{S}/precious"],
                             "lr must be a positive number", mmtune=True),
 }
@@ -131,7 +152,36 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpt.write_bytes(bytes(data))
     (bad / "tuner.pkl").write_bytes(b"not needed: the checksum check comes first")
     (bad / "sweep.json").write_text(json.dumps({"status": "running", "args": {"space": SMOKE}}))
+    _shared_checkpoints(root / "shared")
     return root
+
+
+class _WritesAFile:
+    """Unpickling this opens (creates) a file: the stand-in for any command a crafted checkpoint runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _shared_checkpoints(folder: Path) -> None:
+    """last.pt of the TINY_TRAIN simple_lstm run, a crafted evil.pt (its marker file would land
+    under the storage, which the table checks is untouched), and a truncated copy without sidecar."""
+    import torch
+
+    from mmtune.training.config import build_trial
+    from mmtune.training.loop import Trainer
+
+    trial = build_trial("simple_lstm", "small", train_overrides={"epochs": 1, "device": "cpu"},
+                        data_overrides={"train_size": 16, "val_size": 8, "test_size": 8})
+    good = Trainer(trial, progress=False).save(folder / "last.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(good[: len(good) // 2])
+    evil = folder / "evil.pt"
+    torch.save({"trial": trial.to_dict(), "model": _WritesAFile(folder / "marker")}, evil)
+    # The sender's own sha256 sidecar matches: it protects nothing against this.
+    (folder / "evil.pt.sha256").write_text(hashlib.sha256(evil.read_bytes()).hexdigest() + "\n")
 
 
 def _fill(arg: str, storage: Path, own: Path) -> str:
@@ -281,7 +331,7 @@ def test_a_trial_keeps_at_most_its_best_and_latest_checkpoints(tmp_path: Path) -
     for tid, g in df.groupby("trial_id"):
         kept = sorted(exp.glob(f"trial_{tid}/checkpoint_*"))
         best_epoch = int(g.loc[g["val_mse"].idxmin(), "epoch"])
-        epochs = {int(torch.load(d / "state.pt", map_location="cpu", weights_only=False)["epoch"]) for d in kept}
+        epochs = {int(torch.load(d / "state.pt", map_location="cpu", weights_only=True)["epoch"]) for d in kept}
         assert epochs == {best_epoch, 5}  # the best one (for the test split) and the latest (for resume)
 
 
@@ -429,3 +479,118 @@ def test_sweep_survives_kill_9_of_a_worker_node(tmp_path: Path, ray_nodes) -> No
     assert worker_id in set(victim_rows["node_id"]) and ids["node_a"] in set(victim_rows["node_id"])  # type: ignore[index]
     for trial_dir in exp.glob("trial_*"):
         assert len(list(trial_dir.glob("checkpoint_*"))) <= KEEP_CHECKPOINTS
+
+
+# -- a corrupt checkpoint mid-sweep -----------------------------------------------------------
+
+
+def _trial_checkpoints(trial_dir: Path, epochs: int):
+    """A real 2-epoch simple_lstm trial folder as Ray leaves it: checkpoint_000000 (epoch 1), _000001 (2)."""
+    from mmtune.training.config import build_trial
+    from mmtune.training.loop import Trainer
+
+    trial = build_trial("simple_lstm", "small", train_overrides={"epochs": epochs, "batch_size": 8, "device": "cpu"},
+                        data_overrides={"train_size": 16, "val_size": 8, "test_size": 8})
+    Trainer(trial, progress=False).fit(
+        lambda r, tr: tr.save(trial_dir / f"checkpoint_{r.epoch - 1:06d}" / "state.pt") if r.epoch <= 2 else None)
+    return trial, lambda: Trainer(trial, progress=False)
+
+
+def test_unusable_checkpoint_fails_over_to_the_previous_one_else_retrains(tmp_path: Path) -> None:
+    from ray.tune import Checkpoint
+
+    from mmtune.errors import MMTuneError
+    from mmtune.search.tune_adapter import resume_or_fail_over
+    from mmtune.training.checkpoint import CheckpointError
+
+    trial_dir = tmp_path / "trial_0"
+    trial, fresh = _trial_checkpoints(trial_dir, epochs=3)
+    latest, previous = trial_dir / "checkpoint_000001", trial_dir / "checkpoint_000000"
+    good = (latest / "state.pt").read_bytes()
+
+    trainer, note = resume_or_fail_over(fresh(), Checkpoint.from_directory(latest), fresh, "trial 0")
+    assert (trainer.epoch, note) == (2, "")  # the usual case: Ray's latest loads
+
+    (latest / "state.pt").write_bytes(good[: len(good) // 3])  # truncated, its sidecar left as it was
+    trainer, note = resume_or_fail_over(fresh(), Checkpoint.from_directory(latest), fresh, "trial 0")
+    assert trainer.epoch == 1
+    assert note == (f"trial 0: checkpoint {latest / 'state.pt'} is corrupt (sha256 mismatch); "
+                    f"failed over to checkpoint_000000 (epoch 1), its previous checkpoint")
+
+    (previous / "state.pt.sha256").unlink()  # the previous one truncated too, with no sidecar to tell
+    (previous / "state.pt").write_bytes((previous / "state.pt").read_bytes()[:1000])
+    trainer, note = resume_or_fail_over(fresh(), Checkpoint.from_directory(latest), fresh, "trial 0")
+    assert trainer.epoch == 0 and note.endswith("; no older checkpoint of it loads, so it is retrained from epoch 0")
+    assert trainer.fit().status == "completed"
+
+    # A readable checkpoint of another config is no case for failing over: the trial fails, saying why.
+    (latest / "state.pt").write_bytes(good)
+    other = dataclasses.replace(trial, train=dataclasses.replace(trial.train, lr=0.5))
+    from mmtune.training.loop import Trainer
+
+    with pytest.raises(MMTuneError, match=r"mismatched \(checkpoint vs this run\): train.lr \(0.001 vs 0.5\)") as err:
+        resume_or_fail_over(Trainer(other, progress=False), Checkpoint.from_directory(latest), fresh, "trial 0")
+    assert not isinstance(err.value, CheckpointError)
+
+
+# Epochs of a second or two each, and a high lr, so that val_mse often worsens: then Ray keeps the
+# best checkpoint beside the latest one, and the trial has a previous checkpoint to fail over to
+# (else it has none, and retrains).
+FAILOVER_SPACE = """
+model: simple_lstm
+shared: {batch_size: 8, epochs: 5, lr: {type: float, low: 0.02, high: 0.05}}
+models:
+  simple_lstm: {preset: small, hidden: 64}
+data: {train_size: 96, val_size: 16, test_size: 8}
+"""
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_mid_sweep_fails_the_trial_over_and_the_others_carry_on(tmp_path: Path) -> None:
+    space = tmp_path / "failover.yaml"
+    space.write_text(FAILOVER_SPACE)
+    exp = tmp_path / "exp" / "failover"
+    log = open(tmp_path / "driver.log", "w")
+    sweep = subprocess.Popen(
+        [sys.executable, str(REPO / "run_search.py"), "--space", str(space), "--samples", "2", "--scheduler", "fifo",
+         "--storage", str(tmp_path / "exp"), "--name", "failover", "--no-report", "--verbose", "0"],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def newest(d: Path) -> str:
+            return sorted(p.name for p in d.glob("checkpoint_*"))[-1]
+
+        def mid_trial() -> tuple[Path, int] | None:
+            """A trial at epoch 2-3 whose newest checkpoint the driver has taken in (its row is written)."""
+            assert sweep.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            for d in sorted(exp.glob("trial_*")):
+                rows = _rows(d)
+                if (rows and 2 <= rows[-1]["epoch"] <= 3 and list(d.glob("checkpoint_*"))
+                        and rows[-1].get("checkpoint_dir_name") == newest(d)):
+                    return d, int(rows[-1]["pid"])
+            return None
+
+        while True:
+            victim, pid = _wait(mid_trial, 240, "a trial mid-way", poll=0.05)  # type: ignore[misc]
+            os.kill(pid, signal.SIGSTOP)  # frozen: it writes no newer checkpoint while its latest is cut short
+            if _rows(victim)[-1].get("checkpoint_dir_name") == newest(victim):
+                break
+            os.kill(pid, signal.SIGCONT)  # it wrote another one just before it froze: try again
+        latest = victim / newest(victim) / "state.pt"  # what Ray will restart the trial from
+        previous = len(list(victim.glob("checkpoint_*"))) == 2  # Ray kept an older best one beside it
+        latest.write_bytes(latest.read_bytes()[:4096])
+        os.kill(pid, signal.SIGKILL)  # the trial's worker dies; Ray retries the trial from `latest`
+        assert sweep.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    notes = [r["resume_note"] for r in _rows(victim) if r.get("resume_note")]
+    assert notes and f"checkpoint {latest} is corrupt (sha256 mismatch)" in notes[0], notes
+    expected = "failed over to checkpoint_" if previous else "so it is retrained from epoch 0"
+    assert expected in notes[0], notes
+    assert notes[0] in (tmp_path / "driver.log").read_text()  # said on the console too
+    df = pd.read_parquet(exp / "results.parquet")
+    per_trial = df.groupby("trial_id").agg(epochs=("epoch", "max"), n=("epoch", "size"), status=("status", "last"))
+    assert len(per_trial) == 2 and (per_trial["status"] == "TERMINATED").all(), per_trial
+    assert (per_trial["epochs"] == 5).all() and (per_trial["n"] == 5).all(), per_trial  # every epoch once
+    other = next(d for d in exp.glob("trial_*") if d != victim)
+    assert not any(r.get("resume_note") for r in _rows(other))  # the other trial carried on untouched

@@ -11,10 +11,14 @@ import torch
 from mmtune.cli import main
 from mmtune.errors import MMTuneError
 from mmtune.models import list_models
+from mmtune.training.checkpoint import load_checkpoint
 from mmtune.training.config import TrainConfig, build_trial
 from mmtune.training.loop import Trainer, resolve_device
 
 TINY_DATA = {"train_size": 16, "val_size": 8, "test_size": 8}
+# The same run from the command line (simple_lstm: a 1-epoch run takes a second).
+TINY_ARGS = ["--preset", "small", "--epochs", "1", "--batch-size", "8", "--train-size", "16", "--val-size", "8",
+             "--test-size", "8", "--device", "cpu", "--quiet"]
 
 
 def _trial(model: str, epochs: int, **train):
@@ -70,9 +74,75 @@ def test_checkpoint_carries_config(tmp_path):
     trainer = Trainer(_trial("simple_lstm", 1), progress=False)
     trainer.fit()
     path = trainer.save(tmp_path / "c.pt")
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     assert state["trial"] == trainer.trial.to_dict()
+    assert json.loads(json.dumps(state["trial"])) == state["trial"]  # the config is JSON-able data
     assert {"model", "optimizer", "scheduler", "epoch", "rng_cpu"} <= set(state)
+    assert isinstance(state["rng_cpu"], torch.Tensor)
+
+
+@pytest.mark.parametrize("optimizer, scheduler", [("adamw", "onecycle"), ("adam", "cosine"), ("sgd", "constant")])
+def test_every_checkpoint_is_plain_data(optimizer, scheduler, tmp_path):
+    """What mmtune writes loads under torch's weights-only unpickler, optimizer and scheduler state included."""
+    trainer = Trainer(_trial("simple_lstm", 2, optimizer=optimizer, scheduler=scheduler), progress=False)
+    trainer.fit(on_epoch=lambda r, tr: tr.save(tmp_path / "c.pt") if r.epoch == 1 else None)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["optimizer"]["state"] and state["scheduler"]["last_epoch"] > 0
+    resumed = Trainer(_trial("simple_lstm", 2, optimizer=optimizer, scheduler=scheduler), progress=False)
+    resumed.resume(tmp_path / "c.pt")
+    assert resumed.epoch == 1 and resumed.scheduler.last_epoch == state["scheduler"]["last_epoch"]
+
+
+class _WritesAFile:
+    """A crafted checkpoint value: unpickling it opens (creates) a file, standing in for any command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _crafted_checkpoint(path, marker):
+    """A .pt whose `model` entry runs code on an unrestricted load, with a matching sha256 sidecar."""
+    import hashlib
+
+    torch.save({"trial": _trial("simple_lstm", 1).to_dict(), "model": _WritesAFile(marker), "epoch": 0}, path)
+    path.with_name(path.name + ".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "\n")
+    return path
+
+
+def test_crafted_checkpoint_runs_nothing_on_load(tmp_path):
+    marker = tmp_path / "marker"
+    path = _crafted_checkpoint(tmp_path / "evil.pt", marker)
+    try:
+        load_checkpoint(path)
+        error = ""
+    except MMTuneError as exc:
+        error = str(exc)
+    assert not marker.exists(), "loading the checkpoint ran the code it carries"
+    assert f"checkpoint {path} holds objects that are not plain data (io.open); mmtune refuses" in error
+
+
+def test_train_resume_of_crafted_checkpoint_runs_nothing(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    path = _crafted_checkpoint(tmp_path / "evil.pt", marker)
+    rc = main(["train", "--model", "simple_lstm", *TINY_ARGS, "--resume", str(path), "--out", str(tmp_path / "out")])
+    assert not marker.exists(), "mmtune train --resume ran the code the checkpoint carries"
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "not plain data (io.open)" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_checkpoint_is_one_error(tmp_path):
+    trainer = Trainer(_trial("simple_lstm", 1), progress=False)
+    path = trainer.save(tmp_path / "c.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(MMTuneError, match="is corrupt \\(sha256 mismatch\\)"):  # the sidecar catches it
+        load_checkpoint(path)
+    path.with_name("c.pt.sha256").unlink()  # a file shared without its sidecar
+    with pytest.raises(MMTuneError, match="cannot be read"):
+        load_checkpoint(path)
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
@@ -164,3 +234,61 @@ def test_train_command_bad_input_is_one_line(argv, message, capsys, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written before the error
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A real 1-epoch `mmtune train` run of simple_lstm: its folder holds last.pt and best.pt."""
+    out = tmp_path_factory.mktemp("run") / "a"
+    assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--out", str(out)]) == 0
+    return out
+
+
+def test_finished_run_keeps_no_optimizer_state(finished_run, tmp_path):
+    for name in ("best.pt", "last.pt"):  # best.pt is read back for the test split only; last.pt is of epoch 1 of 1
+        state = torch.load(finished_run / name, weights_only=True)
+        assert "optimizer" not in state and "scheduler" not in state and state["epoch"] == 1
+    # Resuming the finished run trains nothing and gives the same test metrics.
+    assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--resume", str(finished_run / "last.pt"),
+                 "--out", str(tmp_path / "again")]) == 0
+    first = json.loads((finished_run / "test_metrics.json").read_text())["test"]
+    assert json.loads((tmp_path / "again" / "test_metrics.json").read_text())["test"] == first
+    assert json.loads((tmp_path / "again" / "history.json").read_text()) == []
+
+
+def test_weights_only_checkpoint_cannot_be_continued(tmp_path, capsys):
+    trainer = Trainer(_trial("simple_lstm", 2), progress=False)
+    trainer.fit(on_epoch=lambda r, tr: tr.save(tmp_path / "best.pt", optimizer=False) if r.epoch == 1 else None)
+    argv = ["train", "--model", "simple_lstm", *TINY_ARGS, "--epochs", "2", "--resume", str(tmp_path / "best.pt"),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds the weights only (epoch 1 of 2" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "conv_lstm"], "checkpoint was trained with model simple_lstm, this run asks for conv_lstm; "
+                                   "mismatched (checkpoint vs this run): model"),
+        (["--set", "hidden=32"], "mismatched (checkpoint vs this run): model_cfg.hidden (64 vs 32)"),
+        (["--train-size", "32"], "mismatched (checkpoint vs this run): data.train_size (16 vs 32)"),
+        (["--num-digits", "1", "--seed", "3"], "train.seed (0 vs 3), data.num_digits (2 vs 1), data.seed (0 vs 3)"),
+        (["--lr", "0.01"], "mismatched (checkpoint vs this run): train.lr (0.001 vs 0.01)"),
+        (["--epochs", "3"], "--epochs 3 differs from the checkpoint's 1: the onecycle schedule was planned for 1 "
+                            "epochs; start a new run, or resume with --epochs 1"),
+    ],
+)
+def test_mismatched_resume_is_one_line_and_writes_nothing(argv, message, finished_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    model = argv[1] if argv[0] == "--model" else "simple_lstm"
+    extra = argv[2:] if argv[0] == "--model" else argv
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    assert main(["train", "--model", model, *TINY_ARGS, *extra, "--resume", str(finished_run / "last.pt"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"mmtune: error: --resume {finished_run / 'last.pt'}: ") and message in err, err
+    assert not out.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
