@@ -474,7 +474,7 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
         # model.weights: each trial's family is fixed in advance (define-by-run spaces ignore Ray's
         # points_to_evaluate, so through Optuna's own queue); the sampler fills in the rest.
         plan = spec.space.model_plan(settings.samples)
-        study = searcher._ot_study  # created by OptunaSearch.__init__, since a space is given
+        study: Any = searcher._ot_study  # created by OptunaSearch.__init__, since a space is given
         if plan and study is None:
             raise MMTuneError("OptunaSearch created no study; model.weights cannot be applied")
         for model in plan:
