@@ -44,9 +44,25 @@ def test_forward_shape_and_range(name: str, preset: str | None) -> None:
         y = model(_input())
     assert y.shape == (B, 10, 1, 64, 64)
     assert y.dtype == torch.float32
-    # every model ends in a sigmoid
     assert torch.isfinite(y).all()
-    assert y.min() >= 0 and y.max() <= 1
+    cfg = make_model_config(name, preset=preset)
+    if getattr(cfg, "output", "sigmoid") == "sigmoid":  # conv_tau's default is linear (clamped at evaluation)
+        assert y.min() >= 0 and y.max() <= 1
+
+
+def test_conv_tau_output_layer_options() -> None:
+    torch.manual_seed(0)
+    linear = get_model("conv_tau", make_model_config("conv_tau", preset="small"))
+    torch.manual_seed(0)
+    squashed = get_model("conv_tau", make_model_config("conv_tau", preset="small", output="sigmoid"))
+    x = _input()
+    with torch.no_grad():
+        y_lin, y_sig = linear(x), squashed(x)
+    # same weights: the sigmoid variant is the linear readout squashed, so it never reaches 0 or 1
+    torch.testing.assert_close(y_sig, torch.sigmoid(y_lin))
+    assert y_lin.min() < 0 < y_sig.min()
+    with pytest.raises(MMTuneError, match="output must be one of"):
+        make_model_config("conv_tau", output="tanh")
 
 
 @pytest.mark.parametrize("name", MODELS)
