@@ -31,7 +31,7 @@ from typing import Any
 
 from mmtune.errors import MMTuneError
 
-SIZES = ("small", "default", "openstl")
+SIZES = ("small", "seed2023", "default", "openstl")
 # ConvTAU at OpenSTL's Moving-MNIST size (also conv_tau's default config).
 OPENSTL_TAU: dict[str, Any] = {"hid_S": 64, "hid_T": 512, "N_S": 4, "N_T": 8}
 # Dense bf16 peak TFLOP/s (no sparsity) of the GPUs a sweep is likely to meet; others: unknown.
@@ -64,8 +64,9 @@ class BenchConfig:
 
     Args:
         device: auto (cuda before cpu) | cpu | cuda.
-        sizes: model sizes: small (the `small` preset), default (the default config),
-            openstl (conv_tau at OpenSTL's Moving-MNIST size; conv_tau only).
+        sizes: model sizes: small (the `small` preset), seed2023 (that preset, where a model has
+            it: conv_tau), default (the default config), openstl (conv_tau at OpenSTL's
+            Moving-MNIST size; conv_tau only).
         models: models to time; empty: all registered ones.
         steps: most timed training steps per measurement.
         warmup: untimed steps first (they include torch.compile's compile time).
@@ -141,8 +142,8 @@ def size_config(model: str, size: str) -> Any | None:
     """The typed config of `model` at `size`, or None where the size does not apply."""
     from mmtune.models import get_entry, make_model_config
 
-    if size == "small":
-        return make_model_config(model, preset="small") if "small" in get_entry(model).presets else None
+    if size in ("small", "seed2023"):  # presets; a model without the preset has no such size
+        return make_model_config(model, preset=size) if size in get_entry(model).presets else None
     if size == "default":
         return make_model_config(model)
     if model == "conv_tau":  # openstl

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from mmtune.errors import MMTuneError
-from mmtune.metrics.video import MetricAccumulator
+from mmtune.metrics.video import MetricAccumulator, frame_to_pixel255
 
 __all__ = [
     "BASELINES",
@@ -126,6 +126,7 @@ def split_baselines(data: Any, splits: tuple[str, ...] = ("val", "test")) -> dic
 class Verdict(NamedTuple):
     """A model's test MSE set beside the best baseline of the same split."""
 
+    mse_frame: float  # the model's
     baseline: str  # the best baseline's name ("" when there is none)
     baseline_mse: float  # its mse_frame
     ratio: float  # model mse_frame / baseline mse_frame (nan when either is missing)
@@ -135,14 +136,15 @@ class Verdict(NamedTuple):
         """One line for the console and the report."""
         if not math.isfinite(self.ratio):
             return f"{model}: no baseline comparison (a test MSE or the baselines are missing)"
-        rel = f"{self.ratio:.2f}x the best baseline ({self.baseline}, mse_frame {self.baseline_mse:.1f})"
+        rel = (f"test mse_frame {self.mse_frame:.1f} (per-frame; {frame_to_pixel255(self.mse_frame):.0f} per-pixel "
+               f"0-255) = {self.ratio:.2f}x the best baseline ({self.baseline}, mse_frame {self.baseline_mse:.1f})")
         if self.beats:
-            return f"{model}: test mse_frame = {rel}"
-        return f"{model}: DOES NOT BEAT the best baseline: test mse_frame = {rel}; it has not learned to predict"
+            return f"{model}: {rel}"
+        return f"{model}: DOES NOT BEAT the best baseline: {rel}; it has not learned to predict"
 
 
 def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]]) -> Verdict:
     """Compare a model's mse_frame with the best of `baselines` (``{name: metrics}`` of one split)."""
     name, value = best_baseline(baselines)
     ratio = model_mse_frame / value if math.isfinite(model_mse_frame) and value > 0 else math.nan
-    return Verdict(name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0))
+    return Verdict(float(model_mse_frame), name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0))

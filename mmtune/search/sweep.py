@@ -571,7 +571,7 @@ def _print_summary(exp_dir: Path, status: str, best_configs: dict[str, Any], tes
             line += f"  test mse_frame {test['mse_frame']:.2f} (per-frame), mse_pixel255 {test['mse_pixel255']:.1f}"
             vs = test_metrics[model].get("vs_best_baseline")
             if vs:
-                line += f"  = {vs['ratio']:.2f}x the best baseline"
+                line += f"  = {vs['ratio']:.2f}x the best baseline ({vs['baseline']} {vs['baseline_mse']:.2f})"
                 if not vs["beats"]:
                     line += "  << DOES NOT BEAT THE BEST BASELINE: this model has not learned to predict"
         print(line)

@@ -95,7 +95,8 @@ def test_baselines_and_verdicts(make_exp, synthetic, tmp_path):
     assert next(r for r in bars if r.label == "baseline: blank").mse_frame == 40.0
     text = build_report(make_exp(), tmp_path / "r.html").read_text()
     assert "simple_lstm: DOES NOT BEAT the best baseline" in text
-    assert "conv_tau: test mse_frame = 0.84x the best baseline (mean_frame, mse_frame 35.0)" in text
+    assert ("conv_tau: test mse_frame 29.5 (per-frame; 468 per-pixel 0-255) = 0.84x the best baseline "
+            "(mean_frame, mse_frame 35.0)") in text
     assert "No model of this sweep beats" not in text
 
 

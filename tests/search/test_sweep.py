@@ -40,6 +40,10 @@ def _check_experiment(exp: Path, samples: int) -> pd.DataFrame:
     best = json.loads((exp / "best_configs.json").read_text())
     test = json.loads((exp / "test_metrics.json").read_text())
     assert set(best) == set(test) == set(df["model"])
+    base = json.loads((exp / "baselines.json").read_text())
+    test_base = base["splits"]["test"]["metrics"]
+    assert set(base["splits"]) == {"val", "test"} and set(test_base) >= {"blank", "mean_frame", "last_frame"}
+    best_base = min(v["mse_frame"] for v in test_base.values())
     for model, entry in best.items():
         rows = df[(df["model"] == model) & ~df["diverged"]]
         assert math.isclose(entry["val_mse"], rows["val_mse"].min(), rel_tol=1e-9)
@@ -50,6 +54,8 @@ def _check_experiment(exp: Path, samples: int) -> pd.DataFrame:
         for key in ("mse_frame", "mse_pixel255", "mae_frame", "ssim", "psnr"):
             assert np.isfinite(t["test"][key])
             assert len(t["test"][f"{key}_per_step"]) == 10
+        vs = t["vs_best_baseline"]
+        assert math.isclose(vs["ratio"], t["test"]["mse_frame"] / best_base) and vs["beats"] == (vs["ratio"] < 1)
         with np.load(exp / "predictions" / f"{model}.npz") as z:
             assert z["inputs"].shape == z["truth"].shape == z["pred"].shape == (4, 10, 64, 64)
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'study.db'}")
@@ -67,10 +73,12 @@ def _check_experiment(exp: Path, samples: int) -> pd.DataFrame:
     return df
 
 
-def test_asha_sweep_stops_early_and_writes_everything(tiny_space: Path, tmp_path: Path) -> None:
+def test_asha_sweep_stops_early_and_writes_everything(tiny_space: Path, tmp_path: Path, capsys) -> None:
     result = run_sweep(SweepArgs(space=str(tiny_space), samples=6, storage=str(tmp_path), name="asha",
                                  seed=0, report=False, verbose=0))
     assert result.status == "completed"
+    out = capsys.readouterr().out
+    assert out.count("x the best baseline") == 2 and "baselines on the 8 test clips (no training)" in out
     df = _check_experiment(result.exp_dir, 6)
     per_trial = df.groupby("trial_id").agg(stopped=("stopped_early", "any"), epochs=("epoch", "max"))
     assert per_trial["stopped"].sum() >= 1
