@@ -28,8 +28,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="a named preset of the model, e.g. seed2023 or small")
     p.add_argument("--set", dest="model_set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="a model config field, e.g. --set kernel_size=3 (repeatable)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--protocol", help="a named budget: reference (8,000/1,000/1,000 clips, 5 epochs, batch 16, "
+                                      "the reference report's); explicit flags override it")
+    p.add_argument("--epochs", type=int, help="epochs (default 5, or the protocol's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 16, or the preset's or protocol's)")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--kl-weight", type=float)
@@ -43,9 +45,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--digits", default="embedded", help="embedded (offline, default) | torchvision")
     p.add_argument("--digits-root", help="torchvision MNIST folder")
     p.add_argument("--num-digits", type=int, default=2)
-    p.add_argument("--train-size", default="10000", help="number of train sequences, or 'online'")
-    p.add_argument("--val-size", type=int, default=1000)
-    p.add_argument("--test-size", type=int, default=2000)
+    p.add_argument("--train-size", help="number of train sequences, or 'online' (default 10000, or the protocol's)")
+    p.add_argument("--val-size", type=int, help="val sequences (default 1000, or the protocol's)")
+    p.add_argument("--test-size", type=int, help="test sequences (default 2000, or the protocol's)")
     p.add_argument("--test-file", help="path of the standard mnist_test_seq.npy to test on")
     p.add_argument("--out", help="output folder (default runs/train-MODEL-TIME)")
     p.add_argument("--resume", help="a last.pt checkpoint to continue from")
@@ -57,18 +59,30 @@ def run_train(args: argparse.Namespace) -> int:
     from mmtune.training.config import build_trial
     from mmtune.training.run import train_one
 
-    train: dict[str, Any] = {"seed": args.seed, "device": args.device, "fast": not args.no_fast}
+    from mmtune.training.protocols import get_protocol
+
+    protocol = get_protocol(args.protocol) if args.protocol else None
+    train: dict[str, Any] = {"seed": args.seed, "device": args.device, "fast": not args.no_fast,
+                             **(protocol.train if protocol else {})}
+    explicit = []
     for name in ("epochs", "batch_size", "lr", "weight_decay", "kl_weight", "optimizer", "scheduler", "flow"):
         if getattr(args, name) is not None:
             train[name] = getattr(args, name)
+            explicit.append(name)
     data: dict[str, Any] = {
         "digits": args.digits, "digits_root": args.digits_root, "num_digits": args.num_digits,
-        "val_size": args.val_size, "test_size": args.test_size, "test_file": args.test_file,
-        "seed": args.seed,
+        "val_size": 1000, "test_size": 2000, "train_size": 10_000, "test_file": args.test_file,
+        "seed": args.seed, **(protocol.data if protocol else {}),
     }
+    for name in ("val_size", "test_size"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+            explicit.append(name)
     if args.train_size == "online":
         data["online"] = True
-    else:
+        explicit.append("train_size")
+    elif args.train_size is not None:
+        explicit.append("train_size")
         try:
             data["train_size"] = int(args.train_size)
         except ValueError:
@@ -79,7 +93,9 @@ def run_train(args: argparse.Namespace) -> int:
         os.environ["MMTUNE_RAFT_WEIGHTS"] = args.raft_weights
     trial = build_trial(args.model, args.preset, dict(args.model_set), train, data)
     out = args.out or f"runs/train-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = train_one(trial, out, resume=args.resume, progress=not args.quiet)
+    overridden = [k for k in explicit if protocol and (k in protocol.train or k in protocol.data)]
+    summary = train_one(trial, out, resume=args.resume, progress=not args.quiet, protocol=args.protocol,
+                        protocol_overridden=overridden)
     test = summary.get("test")
     if test:
         print(f"{args.model}: test mse_frame {test['mse_frame']:.2f} (OpenSTL per-frame), "

@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "to the end (default asha)")
     p.add_argument("--sampler", choices=("tpe", "random", "cmaes"), default="tpe",
                    help="Optuna sampler, seeded by --seed (default tpe: multivariate TPE, constant liar)")
+    p.add_argument("--protocol", metavar="NAME",
+                   help="a named budget over the space's data and epochs: reference (8,000/1,000/1,000 clips, "
+                        "5 epochs, batch 16; the reference report's). --max-epochs overrides its epochs "
+                        "(default: none, the space's own)")
     p.add_argument("--max-epochs", type=int, metavar="N",
                    help="epochs of every trial and ASHA's max_t (default: the space's sweep.max_epochs, "
                         "else its epochs)")

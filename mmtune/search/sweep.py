@@ -77,6 +77,7 @@ class SweepArgs:
     seed: int = 0
     report: bool = True
     verbose: int = 1
+    protocol: str | None = None  # a named budget (mmtune.training.protocols) over the space's data/epochs
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
@@ -364,6 +365,17 @@ def _evaluate_best(exp_dir: Path, space: SearchSpace, best: dict[str, tuple[Any,
     return best_configs, test_metrics
 
 
+def _protocol_meta(args: SweepArgs, space: SearchSpace) -> dict[str, Any] | None:
+    """sweep.json's record of the protocol the sweep followed (None without one)."""
+    if not args.protocol:
+        return None
+    from mmtune.data.datasets import DataConfig
+    from mmtune.training.protocols import protocol_record
+
+    overridden = ["epochs"] if args.max_epochs is not None else []
+    return protocol_record(args.protocol, DataConfig.from_dict(space.data), overridden)
+
+
 def _baselines(space: SearchSpace) -> dict[str, Any]:
     """The trivial baselines of the sweep's val and test splits (the data is the same for every trial)."""
     from mmtune.data.datasets import DataConfig, MovingMNIST
@@ -465,7 +477,17 @@ def run_sweep(args: SweepArgs) -> SweepResult:
             raise MMTuneError(f"experiment {exp_dir} already exists; pass --resume --name {run_args.name} "
                               f"to continue it, or another --name")
     space = load_space(space_path)
+    protocol = None
+    if run_args.protocol:
+        from mmtune.training.protocols import get_protocol
+
+        protocol = get_protocol(run_args.protocol)
+        space = dataclasses.replace(space, data={**space.data, **protocol.data})
     eff = _check_args(run_args, space)
+    if protocol and run_args.max_epochs is None:  # the protocol's epochs are every trial's and ASHA's max_t
+        eff["max_epochs"] = protocol.train["epochs"]
+        if eff["grace_period"] > eff["max_epochs"]:
+            raise MMTuneError(f"--grace-period {eff['grace_period']} exceeds the protocol's {eff['max_epochs']} epochs")
     cluster = ta.connect(run_args.address)
     try:
         if run_args.address and not storage_is_uri:
@@ -481,8 +503,9 @@ def run_sweep(args: SweepArgs) -> SweepResult:
         if run_args.gpus_per_trial > 0:
             fits = min(fits, int(round(cluster.gpus / run_args.gpus_per_trial, 6)))
         max_concurrent = run_args.max_concurrent or max(1, fits)
-        overrides: dict[str, Any] = {"seed": run_args.seed, "device": "cuda" if run_args.gpus_per_trial > 0 else "cpu"}
-        if run_args.max_epochs is not None or "max_epochs" in space.sweep:
+        overrides: dict[str, Any] = {"seed": run_args.seed, "device": "cuda" if run_args.gpus_per_trial > 0 else "cpu",
+                                     **(protocol.train if protocol else {})}
+        if run_args.max_epochs is not None or "max_epochs" in space.sweep or protocol:
             overrides["epochs"] = eff["max_epochs"]
         exp_dir.mkdir(parents=True, exist_ok=True)
         if previous is None:
@@ -501,6 +524,7 @@ def run_sweep(args: SweepArgs) -> SweepResult:
             "effective": {**eff, "max_concurrent": max_concurrent, "train_overrides": overrides},
             "space": str(space_path),
             "space_copy": "space.yaml",
+            "protocol": _protocol_meta(run_args, space),
             "storage": storage,
             "exp_dir": str(exp_dir),
             "cluster": dataclasses.asdict(cluster),

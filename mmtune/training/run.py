@@ -15,9 +15,11 @@ from mmtune.report.strips import save_strip
 from mmtune.training.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
 from mmtune.training.loop import Trainer
+from mmtune.training.protocols import protocol_record
 
 
-def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> dict[str, Any]:
+def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
+              protocol: str | None = None, protocol_overridden: list[str] | None = None) -> dict[str, Any]:
     """Train `trial`, evaluate the best checkpoint on the test split and write the results.
 
     Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png. best.pt
@@ -25,6 +27,9 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     A `resume` checkpoint is read and checked against `trial` before anything is written.
     test_metrics.json also holds the trivial baselines of the val and test splits and the test
     MSE's ratio to the best of them (`mmtune.metrics.baselines`).
+
+    With `protocol` (see mmtune.training.protocols), test_metrics.json records it, the fields of
+    it that flags overrode, and where the test clips come from.
 
     Returns:
         The dict written to test_metrics.json.
@@ -65,6 +70,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
         "message": fit.message,
         "best_epoch": fit.best_epoch,
         "config": trial.to_dict(),
+        "protocol": protocol_record(protocol, trial.data, protocol_overridden or []),
         "device": str(trainer.device),
         "wall_seconds": None,
         "units": {

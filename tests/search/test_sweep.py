@@ -89,13 +89,25 @@ def test_asha_sweep_stops_early_and_writes_everything(tiny_space: Path, tmp_path
     assert meta["trial_epochs"] == len(df)
 
 
-def test_model_weights_fix_each_trials_family_through_optunas_queue(tiny_space: Path, tmp_path: Path) -> None:
+def test_model_weights_and_a_protocol(tiny_space: Path, tmp_path: Path, monkeypatch) -> None:
+    """model.weights fix each trial's family through Optuna's queue; --protocol sets data and epochs."""
+    from mmtune.training import protocols
+
+    tiny = protocols.Protocol("tiny", "a test budget", data={"train_size": 24, "val_size": 8, "test_size": 8},
+                              train={"epochs": 1, "batch_size": 8})
+    monkeypatch.setitem(protocols.PROTOCOLS, "tiny", tiny)
     text = tiny_space.read_text().replace("model: {choices: [simple_lstm, conv_tau]}",
                                           "model: {choices: [simple_lstm, conv_tau], weights: [1, 2]}")
     weighted = tmp_path / "weighted.yaml"
     weighted.write_text(text)
-    result = run_sweep(SweepArgs(space=str(weighted), samples=3, scheduler="fifo", max_epochs=1,
+    result = run_sweep(SweepArgs(space=str(weighted), samples=3, scheduler="fifo", protocol="tiny",
                                  max_concurrent=1, storage=str(tmp_path), name="weighted", report=False, verbose=0))
+    meta = json.loads((result.exp_dir / "sweep.json").read_text())
+    assert meta["protocol"]["name"] == "tiny" and "held-out" in meta["protocol"]["test_clips"]
+    best = json.loads((result.exp_dir / "best_configs.json").read_text())
+    for entry in best.values():  # the space says 3 epochs, batch 16 and 16/8/8 clips; the protocol wins
+        assert entry["config"]["train"]["epochs"] == 1 and entry["config"]["train"]["batch_size"] == 8
+        assert entry["config"]["data"]["train_size"] == 24
     study = optuna.load_study(study_name="weighted", storage=f"sqlite:///{result.exp_dir / 'study.db'}")
     models = [t.params["model"] for t in sorted(study.trials, key=lambda t: t.number)]
     assert models == ["conv_tau", "simple_lstm", "conv_tau"]  # the plan, in order

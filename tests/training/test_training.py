@@ -227,6 +227,7 @@ def test_train_command_writes_metrics_and_strip(tmp_path, capsys):
         (["train", "--train-size", "lots"], "--train-size"),
         (["train", "--model", "conv_lstm", "--set", "bogus=1"], "bogus"),
         (["train", "--test-file", "/nonexistent/mnist_test_seq.npy"], "does not exist"),
+        (["train", "--protocol", "openstl"], "unknown protocol 'openstl'"),
     ],
 )
 def test_train_command_bad_input_is_one_line(argv, message, capsys, tmp_path):
@@ -292,3 +293,36 @@ def test_mismatched_resume_is_one_line_and_writes_nothing(argv, message, finishe
     assert err.startswith(f"mmtune: error: --resume {finished_run / 'last.pt'}: ") and message in err, err
     assert not out.exists()
     assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
+
+
+def test_protocol_sets_the_budget_and_flags_override_it(tmp_path, monkeypatch, capsys):
+    import mmtune.training.run as run_module
+
+    seen = {}
+
+    def fake_train_one(trial, out, resume=None, progress=True, protocol=None, protocol_overridden=None):
+        seen.update(trial=trial, protocol=protocol, overridden=protocol_overridden)
+        return {"status": "completed", "message": "", "test": None}
+
+    monkeypatch.setattr(run_module, "train_one", fake_train_one)
+    main(["train", "--model", "simple_lstm", "--protocol", "reference", "--out", str(tmp_path / "a"), "--quiet"])
+    trial = seen["trial"]
+    assert (trial.data.train_size, trial.data.val_size, trial.data.test_size) == (8000, 1000, 1000)
+    assert (trial.train.epochs, trial.train.batch_size) == (5, 16) and seen["overridden"] == []
+    main(["train", "--model", "simple_lstm", "--protocol", "reference", "--epochs", "2", "--test-size", "50",
+          "--out", str(tmp_path / "b"), "--quiet"])
+    trial = seen["trial"]
+    assert (trial.train.epochs, trial.data.test_size, trial.data.train_size) == (2, 50, 8000)
+    assert sorted(seen["overridden"]) == ["epochs", "test_size"]
+    main(["train", "--model", "simple_lstm", "--out", str(tmp_path / "c"), "--quiet"])  # no protocol: defaults
+    assert (seen["trial"].data.train_size, seen["trial"].data.test_size, seen["protocol"]) == (10000, 2000, None)
+
+
+def test_protocol_is_recorded_in_test_metrics(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "simple_lstm", "--preset", "small", "--protocol", "reference", "--epochs", "1",
+                 "--train-size", "16", "--val-size", "8", "--test-size", "8", "--out", str(out), "--quiet"]) == 0
+    p = json.loads((out / "test_metrics.json").read_text())["protocol"]
+    assert p["name"] == "reference" and "Colonna" in p["source"]
+    assert p["overridden_by_flags"] == ["epochs", "test_size", "train_size", "val_size"]
+    assert "not the standard mnist_test_seq.npy" in p["test_clips"]
