@@ -57,9 +57,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from mmtune.training.config import build_trial
-    from mmtune.training.run import train_one
-
     from mmtune.training.protocols import get_protocol
+    from mmtune.training.run import train_one
 
     protocol = get_protocol(args.protocol) if args.protocol else None
     train: dict[str, Any] = {"seed": args.seed, "device": args.device, "fast": not args.no_fast,
