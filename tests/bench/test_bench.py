@@ -32,14 +32,6 @@ BF16_MAX_ABS = 0.03
 BF16_MEAN_ABS = 0.005
 
 
-@pytest.fixture
-def bf16_on_cpu(monkeypatch: pytest.MonkeyPatch):
-    """The loop's CPU autocast forced on (native bf16 or not), so fast really differs from eager."""
-    monkeypatch.setenv("MMTUNE_CPU_BF16", "1")
-    loop.cpu_bf16_supported.cache_clear()
-    yield
-    loop.cpu_bf16_supported.cache_clear()
-
 
 def _inputs(batch: int = 4):
     gen = torch.Generator().manual_seed(1)

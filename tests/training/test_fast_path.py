@@ -64,14 +64,6 @@ def gradient_mismatches(name: str, device: torch.device, channels_last: bool | N
     return bad
 
 
-@pytest.fixture
-def bf16_on_cpu(monkeypatch: pytest.MonkeyPatch):
-    """Force CPU autocast on, so the comparison is bf16 against fp32 on every CPU (emulated if need be)."""
-    monkeypatch.setenv("MMTUNE_CPU_BF16", "1")
-    loop.cpu_bf16_supported.cache_clear()
-    yield
-    loop.cpu_bf16_supported.cache_clear()
-
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list_models())
