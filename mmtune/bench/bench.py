@@ -18,7 +18,6 @@ import gc
 import json
 import multiprocessing as mp
 import os
-import platform
 import queue as _queue
 import resource
 import sys
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmtune._hardware import machine
 from mmtune.errors import MMTuneError
 
 SIZES = ("small", "seed2023", "default", "openstl")
@@ -282,10 +282,6 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _rss_mb() -> float:
     """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -474,38 +470,9 @@ def _ctx_barrier(k: int):
 
 
 def hardware() -> dict[str, Any]:
-    """CPU model and cores, GPU (or none), versions, and the load of the machine right now."""
-    import numpy as np
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = None
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        gpu = {"name": props.name, "count": torch.cuda.device_count(),
-               "memory_gb": round(props.total_memory / 1e9, 1), "capability": f"{props.major}.{props.minor}"}
-    try:
-        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    except (ValueError, OSError):
-        mem_gb = None
+    """The machine (`mmtune._hardware.machine`) and its load right now."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "cpu": cpu, "cores": _cores(), "logical_cpus": os.cpu_count(),
-        "memory_gb": None if mem_gb is None else round(mem_gb, 1), "gpu": gpu,
-        "load_avg_at_start": None if load is None else [round(v, 2) for v in load],
-        "versions": {
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-        },
-        "platform": platform.platform(),
-    }
+    return {**machine(), "load_avg_at_start": None if load is None else [round(v, 2) for v in load]}
 
 
 def bf16_peak_tflops(gpu_name: str | None) -> float | None:

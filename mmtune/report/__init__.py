@@ -1,8 +1,7 @@
-"""The sweep report: one self-contained HTML page, plus the predicted-frame strips training writes."""
+"""The sweep report: one self-contained HTML page built from an experiment directory."""
 
 from __future__ import annotations
 
 from mmtune.report.build import build_report, default_out
-from mmtune.report.strips import save_strip, strip_array, strip_png_bytes
 
-__all__ = ["build_report", "default_out", "save_strip", "strip_array", "strip_png_bytes"]
+__all__ = ["build_report", "default_out"]

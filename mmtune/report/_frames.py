@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mmtune.report._load import Experiment
-from mmtune.report.strips import strip_png_bytes
+from mmtune.strips import strip_png_bytes
 
 _SCALE = 3
 _LABEL_H = 14

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mmtune._hardware import gpu_name
 from mmtune._io import atomic_write_bytes
 from mmtune.report._curves import draw_curves, get_curves_info
 from mmtune.report._flow import draw_flow, get_flow_info
@@ -64,13 +65,13 @@ def _summary_html(s: SummaryInfo, exp: Experiment) -> str:
     planned = f" of {s.num_trials_planned} planned" if s.num_trials_planned is not None else ""
     outcome_text = ", ".join(f"{esc(o)}: {n}" for o, n in s.outcomes.items() if n) or "none"
     res = ", ".join(f"{k} {v:g}" for k, v in s.resources_per_trial.items()) or "unknown"
-    gpu = s.hardware.get("gpu")
-    device = "GPU" if gpu not in (None, "", False, "none", "None", 0) else "CPU"
+    gpu = gpu_name(s.hardware)
+    device = "GPU" if gpu else "CPU"
     rows = [
         ["Experiment", esc(s.name)],
         ["Directory", esc(exp.path.resolve())],
         ["Ran on", f"{device} ({esc(gpu) if device == 'GPU' else 'no GPU'}), "
-                   f"{esc(s.hardware.get('cpu_count', '?'))} CPUs; hosts: {esc(', '.join(s.hosts) or '?')}"],
+                   f"{esc(s.hardware.get('logical_cpus', '?'))} CPUs; hosts: {esc(', '.join(s.hosts) or '?')}"],
         ["Models searched", models],
         ["Trials run", f"{s.trials}{planned}"],
         ["Outcomes", outcome_text],
@@ -207,8 +208,7 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
         return figure_div(f, figs[-1])  # type: ignore[arg-type]
 
     summary = get_summary_info(exp)
-    gpu = summary.hardware.get("gpu")
-    device = "GPU sweep" if gpu not in (None, "", False, "none", "None", 0) else "CPU sweep"
+    device = "GPU sweep" if gpu_name(summary.hardware) else "CPU sweep"
     body = [f"<h1>mmtune sweep report: {esc(exp.name)} <small>({device})</small></h1>"]
     body.append("<h2>Summary</h2>" + _summary_html(summary, exp))
     if exp.notes:

@@ -24,7 +24,6 @@ import dataclasses
 import io
 import math
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -35,8 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmtune._hardware import machine
 from mmtune._io import atomic_write_bytes, write_json
+from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
+from mmtune.metrics.units import UNITS
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, load_space
 from mmtune.training.checkpoint import checksum_problem
 
@@ -47,13 +49,6 @@ DEFAULT_SAMPLES = 8
 SCHEDULERS = ("asha", "fifo")
 SAMPLERS = ("tpe", "random", "cmaes")
 PREDICTION_CLIPS = 4
-UNITS = {
-    "mse_frame": "per-frame MSE: sum over 64x64 pixels in [0,1], mean over frames (OpenSTL)",
-    "mse_pixel255": "per-pixel MSE on the 0-255 scale",
-    "mae_frame": "per-frame MAE: sum over 64x64 pixels in [0,1], mean over frames (OpenSTL)",
-    "ssim": "SSIM of frames in [0,1]",
-    "psnr": "PSNR in dB of frames in [0,1]",
-}
 
 
 @dataclass(frozen=True)
@@ -195,14 +190,6 @@ ROW_COLUMNS = [
 ]
 
 
-def _finite(x: Any) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
-
-
 def results_frame(trials: list[Any]) -> Any:
     """Every trial x epoch as one DataFrame (the layout of results.parquet).
 
@@ -226,8 +213,8 @@ def results_frame(trials: list[Any]) -> Any:
                 "trial_id": t.trial_id,
                 "model": r.get("model") or t.config.get(MODEL_KEY),
                 "epoch": int(r.get("epoch") or r.get("training_iteration") or 0),
-                "val_mse": math.nan if diverged else _finite(r.get("val_mse")),
-                "objective": _finite(r.get("val_mse")),
+                "val_mse": math.nan if diverged else as_finite(r.get("val_mse")),
+                "objective": as_finite(r.get("val_mse")),
                 "status": t.status,
                 "stopped_early": stopped,
                 "diverged": diverged,
@@ -272,11 +259,11 @@ def best_per_model(trials: list[Any], space: SearchSpace) -> dict[str, tuple[Any
         for r in _dedupe(t.rows):
             if r.get("diverged"):
                 continue
-            v = _finite(r.get("val_mse"))
+            v = as_finite(r.get("val_mse"))
             if math.isnan(v):
                 continue
             model = _model_of(t, space)
-            if model not in best or v < _finite(best[model][1]["val_mse"]):
+            if model not in best or v < as_finite(best[model][1]["val_mse"]):
                 best[model] = (t, r)
     return best
 
@@ -287,22 +274,7 @@ def _checkpoint_for(trial: Any, epoch: int) -> Any:
         if int(ref.metrics.get("epoch", -1)) == epoch:
             return ref
     ok = [c for c in trial.checkpoints if not c.metrics.get("diverged")]
-    return min(ok, key=lambda c: _finite(c.metrics.get("val_mse"))) if ok else None
-
-
-def _hardware() -> dict[str, Any]:
-    import optuna
-    import ray
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "cpu_count": os.cpu_count(),
-        "gpu": gpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {"torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__},
-    }
+    return min(ok, key=lambda c: as_finite(c.metrics.get("val_mse"))) if ok else None
 
 
 def _evaluate_best(exp_dir: Path, space: SearchSpace, best: dict[str, tuple[Any, dict[str, Any]]],
@@ -328,9 +300,9 @@ def _evaluate_best(exp_dir: Path, space: SearchSpace, best: dict[str, tuple[Any,
             "params": params,
             "config": cfg.to_dict(),
             "best_epoch": epoch,
-            "val_mse": _finite(row.get("val_mse")),
-            "val_mse_pixel255": _finite(row.get("val_mse_pixel255")),
-            "val_ssim": _finite(row.get("val_ssim")),
+            "val_mse": as_finite(row.get("val_mse")),
+            "val_mse_pixel255": as_finite(row.get("val_mse_pixel255")),
+            "val_ssim": as_finite(row.get("val_ssim")),
             "checkpoint": ref.path if ref is not None else None,
             "checkpoint_epoch": int(ref.metrics.get("epoch", -1)) if ref is not None else None,
         }
@@ -402,7 +374,7 @@ def _summary_counts(df: Any) -> dict[str, Any]:
         epochs=("epoch", "max"), total=("time_total_s", "max"), train=("train_seconds_total", "max"),
     )
     overheads = [float(r.total) - float(r.train) for r in per_trial.itertuples()
-                 if _finite(r.total) == _finite(r.total) and _finite(r.train) == _finite(r.train)]
+                 if as_finite(r.total) == as_finite(r.total) and as_finite(r.train) == as_finite(r.train)]
     return {
         "num_trials": int(len(per_trial)),
         "stopped_early": int(per_trial["stopped"].sum()),
@@ -528,7 +500,7 @@ def run_sweep(args: SweepArgs) -> SweepResult:
             "storage": storage,
             "exp_dir": str(exp_dir),
             "cluster": dataclasses.asdict(cluster),
-            "hardware": _hardware(),
+            "hardware": machine(),
             "started": (previous or {}).get("started", _iso(t_start)),
             "runs": (previous or {}).get("runs", []) + [{"started": _iso(t_start), "resume": run_args.resume}],
             "status": "running",

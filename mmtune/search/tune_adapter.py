@@ -29,6 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
 
@@ -121,17 +122,12 @@ class ClusterInfo:
 # -- the trainable --------------------------------------------------------------------------
 
 
-def _finite(x: Any) -> float:
-    x = float(x)
-    return x if math.isfinite(x) else math.nan
-
-
 def train_fn(config: dict[str, Any], run: RunSpec) -> None:
     """One trial: build its TrialConfig, resume from Tune's checkpoint, report once per epoch."""
     import torch
     from tensorboardX import SummaryWriter
 
-    from mmtune.report.strips import strip_array
+    from mmtune.strips import strip_array
     from mmtune.training.loop import Trainer
 
     torch.set_num_threads(max(1, int(run.cpus_per_trial)))
@@ -159,14 +155,14 @@ def train_fn(config: dict[str, Any], run: RunSpec) -> None:
         diverged = result.status == "diverged"
         v = result.val
         metrics = {  # the first four numbers are the columns of Ray's progress table
-            METRIC: DIVERGED_VAL_MSE if diverged else _finite(v.get("mse_frame", math.nan)),
+            METRIC: DIVERGED_VAL_MSE if diverged else as_finite(v.get("mse_frame", math.nan)),
             "epoch": result.epoch,
-            "train_loss": _finite(result.train_loss),
-            "val_ssim": _finite(v.get("ssim", math.nan)),
-            "val_mse_raw": _finite(v.get("mse_frame", math.nan)),
-            "val_mse_pixel255": _finite(v.get("mse_pixel255", math.nan)),
-            "val_mae": _finite(v.get("mae_frame", math.nan)),
-            "val_psnr": _finite(v.get("psnr", math.nan)),
+            "train_loss": as_finite(result.train_loss),
+            "val_ssim": as_finite(v.get("ssim", math.nan)),
+            "val_mse_raw": as_finite(v.get("mse_frame", math.nan)),
+            "val_mse_pixel255": as_finite(v.get("mse_pixel255", math.nan)),
+            "val_mae": as_finite(v.get("mae_frame", math.nan)),
+            "val_psnr": as_finite(v.get("psnr", math.nan)),
             "epochs_planned": trial.train.epochs,
             "train_seconds": result.train_seconds,
             "epoch_seconds": result.seconds,

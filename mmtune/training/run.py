@@ -11,7 +11,8 @@ from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
 from mmtune.flow import check_estimator
 from mmtune.metrics.baselines import split_baselines, verdict
-from mmtune.report.strips import save_strip
+from mmtune.metrics.units import UNITS
+from mmtune.strips import save_strip
 from mmtune.training.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
 from mmtune.training.loop import Trainer
@@ -73,10 +74,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
         "protocol": protocol_record(protocol, trial.data, protocol_overridden or []),
         "device": str(trainer.device),
         "wall_seconds": None,
-        "units": {
-            "mse_frame": "per-frame MSE: sum over 64x64 pixels in [0,1], mean over frames (OpenSTL)",
-            "mse_pixel255": "per-pixel MSE on the 0-255 scale",
-        },
+        "units": UNITS,
     }
     summary["baselines"] = split_baselines(trainer.data)
     if fit.best_epoch is not None:

@@ -97,7 +97,7 @@ def write_experiment(root: Path, *, status: str = "completed", missing: tuple[st
         sweep = {"name": "synthetic-sweep", "space": {"models": ["simple_lstm", "conv_lstm", "conv_tau"]},
                  "start": "2026-11-20T10:00:00", "end": None if status == "running" else "2026-11-20T11:00:00",
                  "wall_seconds": None if status == "running" else 3600.0, "status": status, "num_trials": 12,
-                 "hardware": {"cpu_count": 2, "gpu": None}, "versions": {"torch": "2.9", "ray": "2.60",
+                 "hardware": {"logical_cpus": 2, "gpu": None}, "versions": {"torch": "2.9", "ray": "2.60",
                                                                         "optuna": "5.0"},
                  "resources_per_trial": {"cpu": 2, "gpu": 0}}
         (exp / "sweep.json").write_text(json.dumps(sweep))

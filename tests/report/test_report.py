@@ -261,7 +261,7 @@ def test_sweep_json_as_run_search_writes_it(make_exp):
         "name": "synthetic-sweep", "status": "completed", "space": "search_spaces/smoke.yaml",
         "space_copy": "space.yaml", "started": "2026-12-01T18:10:25+0000", "ended": "2026-12-01T18:15:00+0000",
         "args": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}, "effective": {"samples": 8},
-        "hardware": {"cpu_count": 2, "gpu": None, "versions": {"torch": "2.14", "ray": "2.60.0"}},
+        "hardware": {"logical_cpus": 2, "gpu": None, "versions": {"torch": "2.14", "ray": "2.60.0"}},
     }))
     (exp / "space.yaml").write_text("model: {choices: [conv_tau, simple_lstm, conv_lstm]}\n")
     s = get_summary_info(load_experiment(exp))

@@ -1,4 +1,8 @@
-"""Predicted-frame strips: rows of input / ground truth / prediction / |error| as one PNG."""
+"""Predicted-frame strips: rows of input / ground truth / prediction / |error| as one PNG.
+
+Neutral ground: training writes them (strip.png, TensorBoard images) and the report inlines them,
+so neither imports the other.
+"""
 
 from __future__ import annotations
 
