@@ -1,0 +1,54 @@
+"""The Pareto panel: which trials are on the fronts, from hand-made results rows."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from mmtune.report._pareto import draw_pareto, front_rows, get_pareto_info, pareto_mask
+
+
+def _rows(trials: list[tuple[str, str, list[float], float, float]]) -> pd.DataFrame:
+    rows = []
+    for tid, model, vals, flops, params in trials:
+        for e, v in enumerate(vals, 1):
+            rows.append({"trial_id": tid, "model": model, "epoch": e, "val_mse": v, "flops_per_sample": flops,
+                         "params": params, "train_samples_per_s": 10.0 * e, "infer_ms_per_clip": 2.0,
+                         "config/lr": 0.001 * e})
+    return pd.DataFrame(rows)
+
+
+def test_pareto_mask_by_hand() -> None:
+    assert pareto_mask([1, 2, 3, 2], [5, 3, 4, 3]) == [True, True, False, True]  # ties both stay
+    assert pareto_mask([1, 1], [2, 3]) == [True, False]  # same cost, worse error: dominated
+    assert pareto_mask([], []) == []
+
+
+def test_fronts_per_family_and_across() -> None:
+    df = _rows([
+        ("a1", "conv_tau", [120.0, 100.0], 4e9, 3e6),   # best val 100 (epoch 2), dear
+        ("a2", "conv_tau", [110.0], 1e9, 1e6),          # cheaper, worse: on the conv_tau front
+        ("a3", "conv_tau", [130.0], 2e9, 2e6),          # dominated by a2
+        ("b1", "simple_lstm", [150.0], 0.5e9, 5e6),     # cheapest in FLOPs: on the overall FLOPs front
+    ])
+    info = get_pareto_info(df, ["conv_tau", "simple_lstm"])
+    by = {p.trial_id: p for p in info.points}
+    assert by["a1"].val_mse == 100.0 and by["a1"].train_samples_per_s == 15.0  # best epoch; median speed
+    assert by["a1"].config == {"lr": 0.002}  # the best epoch's row
+    assert by["a2"].front["flops_per_sample"] and by["a1"].front["flops_per_sample"]
+    assert not by["a3"].front["flops_per_sample"] and not by["a3"].front_all["params"]
+    assert by["b1"].front["flops_per_sample"] and by["b1"].front_all["flops_per_sample"]
+    assert not by["b1"].front_all["params"]  # 5 M params and the worst MSE: a2 dominates it
+    assert [p.trial_id for p in front_rows(info)] == ["a2", "a1", "b1"]
+    fig = draw_pareto(info)
+    assert fig.layout.xaxis.type == "log" and len(fig.data) > 0
+
+
+def test_trials_without_cost_are_named_not_drawn() -> None:
+    df = _rows([("a1", "conv_tau", [100.0], 1e9, 1e6), ("a2", "conv_tau", [90.0], math.nan, math.nan)])
+    info = get_pareto_info(df, ["conv_tau"])
+    assert [p.trial_id for p in info.points] == ["a1"]
+    assert "1 of 2 trials recorded no cost" in info.notes[0]
+    empty = get_pareto_info(pd.DataFrame(), ["conv_tau"])
+    assert empty.points == [] and draw_pareto(empty).layout.annotations

@@ -1,0 +1,51 @@
+"""A config's cost: parameter count, counted FLOPs, measured inference time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mmtune.models import list_models, make_model_config
+from mmtune.training.config import build_trial
+from mmtune.training.cost import count_params, count_train_flops, infer_ms_per_clip, static_cost
+from mmtune.training.loop import Trainer
+
+
+def test_count_params_by_hand() -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2, bias=False))
+    net[1].weight.requires_grad_(False)  # frozen weights do not count
+    assert count_params(net) == 3 * 4 + 4
+
+
+def test_flops_of_one_conv_by_hand() -> None:
+    """conv_lstm's cost grows with its hidden channels, and a hand count bounds one layer."""
+    small = count_train_flops("conv_lstm", make_model_config("conv_lstm", n_f=8, hidden=8, kernel_size=3))
+    wide = count_train_flops("conv_lstm", make_model_config("conv_lstm", n_f=8, hidden=16, kernel_size=3))
+    assert 2.5 < wide / small < 4.5  # the cells' convs are quadratic in hidden channels
+    # one ConvLSTM cell gate conv at 32x32 (hidden 8: (8+8) in -> 32 out, 3x3) is 2*16*32*9*1024 FLOPs
+    # forward; 20 steps x 4 cells x 3 (forward + 2 backward) bounds the network from below
+    assert small > 20 * 4 * 3 * 2 * 16 * 32 * 9 * 1024 * 0.5
+
+
+def test_counting_leaves_the_random_stream_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    count_train_flops("simple_lstm", make_model_config("simple_lstm", preset="small"))
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_static_cost_and_inference_time(model: str) -> None:
+    trial = build_trial(model, "small", train_overrides={"epochs": 1, "batch_size": 4},
+                        data_overrides={"train_size": 8, "val_size": 4, "test_size": 4})
+    trainer = Trainer(trial, progress=False)
+    cost = static_cost(trainer)
+    assert cost.params == sum(p.numel() for p in trainer.model.parameters())
+    assert cost.flops_per_sample > cost.params  # each weight is used at least once per sample
+    assert math.isnan(cost.train_samples_per_s)
+    ms = infer_ms_per_clip(trainer, clips=2, repeats=1)
+    assert 0 < ms < 60_000
