@@ -64,9 +64,8 @@ class BenchConfig:
 
     Args:
         device: auto (cuda before cpu) | cpu | cuda.
-        sizes: model sizes: small (the `small` preset), seed2023 (that preset, where a model has
-            it: conv_tau), default (the default config), openstl (conv_tau at OpenSTL's
-            Moving-MNIST size; conv_tau only).
+        sizes: model sizes: default (the default config), or small, seed2023, openstl: the
+            preset of that name, where a model has it (seed2023 and openstl: conv_tau).
         models: models to time; empty: all registered ones.
         steps: most timed training steps per measurement.
         warmup: untimed steps first (they include torch.compile's compile time).
@@ -142,19 +141,15 @@ def size_config(model: str, size: str) -> Any | None:
     """The typed config of `model` at `size`, or None where the size does not apply."""
     from mmtune.models import get_entry, make_model_config
 
-    if size in ("small", "seed2023"):  # presets; a model without the preset has no such size
-        return make_model_config(model, preset=size) if size in get_entry(model).presets else None
     if size == "default":
         return make_model_config(model)
-    if model == "conv_tau":  # openstl
-        return make_model_config(model, **OPENSTL_TAU)
-    return None
+    return make_model_config(model, preset=size) if size in get_entry(model).presets else None
 
 
 def _kl_weight(model: str) -> float:
-    from mmtune.training.config import DEFAULT_KL_WEIGHT
+    from mmtune.models import get_entry
 
-    return DEFAULT_KL_WEIGHT.get(model, 0.0)
+    return get_entry(model).kl_weight
 
 
 def _bench_frames(n: int):

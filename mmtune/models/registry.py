@@ -20,28 +20,62 @@ from mmtune.errors import MMTuneError
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """What the registry knows about one model."""
+    """What the registry knows about one model: how to build it, and the traits the loop asks about.
+
+    Args:
+        name: the registry name.
+        config_cls: its frozen dataclass config; the fields are the tunable knobs.
+        builder: `builder(cfg) -> nn.Module`.
+        presets: named settings, each `{"model": {...config fields}, "train": {...TrainConfig fields}}`.
+        kl_weight: the weight of the loss's differential-divergence (KL) term when the train config
+            leaves it open (`TrainConfig.kl_weight = None`).
+        takes_flow: the config's `in_channels` accepts 3 (the frame + 2 optical-flow channels), so
+            a run with a flow estimator can train it.
+        channels_last: its convolutions run faster with NHWC weights and activations; applied by the
+            fast path on CUDA only (see `mmtune.training.loop.prepare_model`).
+    """
 
     name: str
     config_cls: type
     builder: Callable[[Any], nn.Module]
     presets: dict[str, dict[str, Any]]
+    kl_weight: float = 0.0
+    takes_flow: bool = False
+    channels_last: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, config_cls: type, presets: dict[str, dict[str, Any]] | None = None
+    name: str,
+    config_cls: type,
+    presets: dict[str, dict[str, Any]] | None = None,
+    *,
+    kl_weight: float = 0.0,
+    takes_flow: bool = False,
+    channels_last: bool = False,
 ) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
-    """Register `builder(cfg) -> nn.Module` under `name`; a duplicate name raises."""
+    """Register `builder(cfg) -> nn.Module` under `name` with its traits (see `ModelEntry`).
+
+    A duplicate name raises ValueError.
+
+    Example:
+        >>> @register_model("my_model", MyConfig, presets={"small": {"model": {}, "train": {}}})  # doctest: +SKIP
+        ... def build_my_model(cfg: MyConfig) -> nn.Module:
+        ...     return MyModel(cfg)
+    """
 
     def wrap(builder: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         if not dataclasses.is_dataclass(config_cls):
             raise TypeError(f"config class of {name!r} must be a dataclass")
-        _REGISTRY[name] = ModelEntry(name, config_cls, builder, dict(presets or {}))
+        if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0):
+            raise ValueError(f"kl_weight of {name!r} must be a number >= 0, got {kl_weight!r}")
+        _REGISTRY[name] = ModelEntry(
+            name, config_cls, builder, dict(presets or {}), float(kl_weight), bool(takes_flow), bool(channels_last)
+        )
         return builder
 
     return wrap
@@ -50,6 +84,11 @@ def register_model(
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
     return sorted(_REGISTRY)
+
+
+def flow_models() -> list[str]:
+    """Names of the registered models that take optical-flow channels (`ModelEntry.takes_flow`)."""
+    return [n for n in list_models() if _REGISTRY[n].takes_flow]
 
 
 def get_entry(name: str) -> ModelEntry:

@@ -25,7 +25,7 @@ from mmtune.data.datasets import T_IN, MovingMNIST
 from mmtune.errors import MMTuneError
 from mmtune.flow import flow_inputs
 from mmtune.metrics import MetricAccumulator, VideoLoss
-from mmtune.models import get_model
+from mmtune.models import get_entry, get_model
 from mmtune.training.checkpoint import CheckpointError, check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
 
@@ -167,14 +167,6 @@ def _autocast(device: torch.device, fast: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, fast))
 
 
-# Models whose convolutions run faster with NHWC weights and activations under bf16 on CUDA.
-# simple_lstm has no convolution, so the layout would only add copies. Never on CPU: there, bf16
-# autocast with channels_last gives conv_tau's dilated depth-wise conv (attn.conv_spatial) weight
-# gradients with a relative error of 0.84-0.96 (torch 2.14.1, AVX512-BF16), and training diverges;
-# tests/training/test_fast_path.py compares the fast path's gradients with fp32 eager.
-CHANNELS_LAST_MODELS = ("conv_lstm", "conv_tau")
-
-
 def compile_enabled(device: torch.device, fast: bool) -> bool:
     """Whether the fast path compiles the model: on CUDA with triton; MMTUNE_COMPILE overrides.
 
@@ -211,15 +203,20 @@ def prepare_model(
 ) -> nn.Module:
     """Move `model` to `device` and, with the fast path on CUDA, set it up for speed.
 
-    CUDA + fast: channels_last for the convolutional models (cuDNN's NHWC bf16 kernels feed the
-    tensor cores without layout transposes) and `torch.compile` (see `compile_enabled`). The
-    compile is in place (`nn.Module.compile`), so `state_dict()` keys and checkpoints are the
-    same as eager ones. CPU: the model is only moved (NCHW); the fast path there is bf16 autocast
-    alone, where the CPU has native bf16 (see `autocast_enabled`).
+    CUDA + fast: channels_last where the model's registry entry asks for it
+    (`ModelEntry.channels_last`: cuDNN's NHWC bf16 kernels feed the tensor cores without layout
+    transposes; a model without convolutions would only gain copies) and `torch.compile` (see
+    `compile_enabled`). The compile is in place (`nn.Module.compile`), so `state_dict()` keys and
+    checkpoints are the same as eager ones. CPU: the model is only moved (NCHW); the fast path
+    there is bf16 autocast alone, where the CPU has native bf16 (see `autocast_enabled`). Never
+    channels_last on CPU: there, bf16 autocast with channels_last gives conv_tau's dilated
+    depth-wise conv (attn.conv_spatial) weight gradients with a relative error of 0.84-0.96
+    (torch 2.14.1, AVX512-BF16), and training diverges; tests/training/test_fast_path.py compares
+    the fast path's gradients with fp32 eager.
 
     Args:
         model: a freshly built model.
-        name: its registry name (decides channels_last).
+        name: its registry name (its entry decides channels_last).
         device: where it trains.
         fast: the fast path (TrainConfig.fast).
         channels_last: override the layout decision (`mmtune bench` measures each speed-up alone).
@@ -230,7 +227,7 @@ def prepare_model(
     """
     model = model.to(device)
     if channels_last is None:
-        channels_last = fast and device.type == "cuda" and name in CHANNELS_LAST_MODELS
+        channels_last = fast and device.type == "cuda" and get_entry(name).channels_last
     if compile is None:
         compile = compile_enabled(device, fast)
     if channels_last:

@@ -152,7 +152,7 @@ BAD = [
     ("odd N_S", _bad(models__conv_tau__N_S={"type": "categorical", "choices": [2, 3]}), "N_S = 3"),
     ("unknown flow estimator", _bad(models__conv_tau__flow={"type": "categorical", "choices": ["none", "lk"]}),
      "unknown flow estimator 'lk'"),
-    ("flow for a model without flow", _bad(models__simple_lstm__flow="oracle"), "flow is a conv_tau option"),
+    ("flow for a model without flow", _bad(models__simple_lstm__flow="oracle"), "flow is an option of conv_tau;"),
     ("unknown preset", _bad(models__conv_tau__preset="tiny"), "unknown preset 'tiny'"),
     ("unknown data key", _bad(data__train_sz=8), "data: unknown key 'train_sz'"),
     ("bad data value", _bad(data__train_size=0), "train_size must be a positive integer"),

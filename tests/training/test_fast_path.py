@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from mmtune.metrics import VideoLoss
-from mmtune.models import get_model, list_models, make_model_config
+from mmtune.models import get_entry, get_model, list_models, make_model_config
 from mmtune.training import loop
-from mmtune.training.config import DEFAULT_KL_WEIGHT
 
 # bf16 keeps 8 significant bits (relative step 2^-8 = 0.4 %); after a forward and a backward through
 # a few layers, every parameter's gradient of a correct bf16 path lands within 2.8 % of fp32 here
@@ -31,7 +30,7 @@ def gradients(model: torch.nn.Module, name: str, device: torch.device, fast: boo
     net = loop.prepare_model(copy.deepcopy(model), name, device, fast, compile=False)
     net.train()
     x, y = (t.to(device) for t in batch)
-    loss = loop.forward_loss(net, VideoLoss(DEFAULT_KL_WEIGHT.get(name, 0.0)), x, y, device, fast)
+    loss = loop.forward_loss(net, VideoLoss(get_entry(name).kl_weight), x, y, device, fast)
     loss.backward()
     return {n: p.grad.detach().float().cpu() for n, p in net.named_parameters() if p.grad is not None}
 
