@@ -27,7 +27,7 @@ from mmtune.flow import flow_inputs
 from mmtune.metrics import MetricAccumulator, VideoLoss
 from mmtune.models import get_entry, get_model
 from mmtune.training.checkpoint import CheckpointError, check_resume, load_checkpoint, save_checkpoint
-from mmtune.training.config import TrialConfig
+from mmtune.training.config import TrainConfig, TrialConfig
 
 
 @dataclass
@@ -118,9 +118,8 @@ def _fits_on_device(frames: torch.Tensor, flow: torch.Tensor | None, device: tor
     return need <= free // 4
 
 
-def build_optimizer(trial: TrialConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(t: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (fused on CUDA with the fast path: one kernel for all parameters), Adam or SGD."""
-    t = trial.train
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adamw":
         fused = device.type == "cuda" and t.fast
@@ -130,12 +129,12 @@ def build_optimizer(trial: TrialConfig, model: nn.Module, device: torch.device) 
     return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
 
 
-def build_scheduler(trial: TrialConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+def build_scheduler(t: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
     """Per-step schedule: OneCycle (the default), cosine, or constant."""
-    total = max(1, trial.train.epochs * steps_per_epoch)
-    if trial.train.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=trial.train.lr, total_steps=total)
-    if trial.train.scheduler == "cosine":
+    total = max(1, t.epochs * steps_per_epoch)
+    if t.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total)
+    if t.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
@@ -305,8 +304,8 @@ class Trainer:
         self.loss_fn = VideoLoss(kl_weight=trial.kl_weight)
         self.train_size = trial.data.train_size
         self.steps_per_epoch = math.ceil(self.train_size / trial.train.batch_size)
-        self.optimizer = build_optimizer(trial, self.model, self.device)
-        self.scheduler = build_scheduler(trial, self.optimizer, self.steps_per_epoch)
+        self.optimizer = build_optimizer(trial.train, self.model, self.device)
+        self.scheduler = build_scheduler(trial.train, self.optimizer, self.steps_per_epoch)
         self.epoch = 0  # epochs completed
         self.history: list[EpochResult] = []
         self.best_val_mse = math.inf
