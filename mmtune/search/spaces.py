@@ -441,7 +441,7 @@ def _check_configs(space: SearchSpace) -> None:
             base[name] = p.candidates()[0]
         for name, p in {**section.model_params, **section.train_params}.items():
             base[f"{model}.{name}"] = p.candidates()[0]
-        _try(space, model, base, f"models.{model}" if model in space.sections else "model")
+        _try(space, model, base, f"models.{model}")
         params = [(name, name, p, "shared") for name, p in space.shared.items()]
         params += [(f"{model}.{n}", n, p, f"models.{model}") for n, p in
                    {**section.model_params, **section.train_params}.items()]

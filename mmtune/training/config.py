@@ -80,19 +80,6 @@ class TrialConfig:
             "data": dataclasses.asdict(self.data),
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
-        """Inverse of to_dict; unknown keys are rejected by name."""
-        unknown = sorted(set(d) - {"model", "model_cfg", "train", "data"})
-        if unknown:
-            raise MMTuneError(f"unknown trial config key(s) {unknown}")
-        return cls(
-            model=d["model"],
-            model_cfg=make_model_config(d["model"], **d.get("model_cfg", {})),
-            train=_build(TrainConfig, d.get("train", {}), "train"),
-            data=DataConfig.from_dict(d.get("data", {})),
-        )
-
 
 def _build(cls: type, values: dict[str, Any], what: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}

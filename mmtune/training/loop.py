@@ -310,7 +310,6 @@ class Trainer:
         self.history: list[EpochResult] = []
         self.best_val_mse = math.inf
         self.best_epoch: int | None = None
-        self._val: Batches | None = None
         self._train: Batches | None = None
 
     # -- data -------------------------------------------------------------------------------
