@@ -134,6 +134,7 @@ BAD = [
     ("unknown spec key", _bad(shared__lr={"type": "float", "low": 1e-4, "high": 1e-2, "logg": True}),
      "unknown float spec key 'logg'"),
     ("unknown type", _bad(shared__lr={"type": "loguniform", "low": 1e-4, "high": 1e-2}), "type must be one of"),
+    ("a list as type", _bad(shared__lr={"type": ["float"], "low": 1e-4, "high": 1e-2}), "type must be one of"),
     ("missing high", _bad(shared__lr={"type": "float", "low": 1e-4}), "needs `high`"),
     ("inverted range", _bad(shared__lr={"type": "float", "low": 1e-2, "high": 1e-4}), "inverted range"),
     ("log with low 0", _bad(shared__lr={"type": "float", "low": 0.0, "high": 1e-2, "log": True}),
