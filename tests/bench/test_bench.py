@@ -89,14 +89,24 @@ def test_cpu_fast_path_neither_compiles_nor_changes_layout(monkeypatch):
 
 
 def test_fast_val_mse_within_2_percent_of_eager_after_one_epoch(bf16_on_cpu):
+    """The fast Trainer really trains and validates in bf16 (so its run differs from eager's), and
+    still lands within 2 % of eager: a fast path that silently ran fp32 would pass the 2 % alone."""
     torch.set_num_threads(1)
     device = resolve_device("auto")
     data = {"train_size": 64, "val_size": 16, "test_size": 8}
-    mse = {}
+    mse, seen = {}, {}
     for fast in (True, False):
         trial = build_trial("conv_tau", "small", train_overrides={"epochs": 1, "batch_size": 16, "fast": fast},
                             data_overrides=data)
-        mse[fast] = Trainer(trial, progress=False).fit().history[0].val_mse
+        trainer = Trainer(trial, progress=False)
+        dtypes: set[tuple[bool, torch.dtype]] = set()
+        trainer.model.register_forward_hook(lambda m, _inp, out, d=dtypes: d.add((m.training, out.dtype)))
+        mse[fast] = trainer.fit().history[0].val_mse
+        seen[fast] = dtypes
+    # (training?, output dtype) of every forward: the training steps and the validation
+    assert seen[True] == {(True, torch.bfloat16), (False, torch.bfloat16)}, seen[True]
+    assert seen[False] == {(True, torch.float32), (False, torch.float32)}, seen[False]
+    assert mse[True] != mse[False], "the fast run equals the eager one bit for bit: no bf16 ran"
     assert abs(mse[True] - mse[False]) <= 0.02 * mse[False], f"{device}: fast {mse[True]} vs eager {mse[False]}"
 
 
