@@ -1,5 +1,13 @@
 """One registry for models: a name maps to a typed config class and a builder.
 
+The built-in models register themselves when `mmtune.models` imports them. Models from other
+packages are plugins: a package declares an entry point in the group `mmtune.models` (see
+`ENTRY_POINT_GROUP`) naming a module, or a callable, that calls `register_model`. The plugins
+are loaded once, on the first `list_models()` or `get_entry()` (so also `get_model`,
+`make_model_config`, ...), not when `mmtune.models` is imported: a plugin imports mmtune itself.
+A plugin that fails to load is one warning line on stderr naming its package; the other models
+keep working.
+
 Example:
     >>> from mmtune.models import get_model, make_model_config
     >>> cfg = make_model_config("conv_tau", preset="seed2023")
@@ -9,6 +17,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +56,8 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+ENTRY_POINT_GROUP = "mmtune.models"
+_plugins_loaded = False
 
 
 def register_model(
@@ -81,8 +94,33 @@ def register_model(
     return wrap
 
 
+def load_plugins() -> None:
+    """Load the model plugins (entry points in `ENTRY_POINT_GROUP`) the first time it is called.
+
+    An entry point names a module (registering on import) or a callable (called with no
+    arguments, registering when called; a registered builder itself is not called again). One
+    that raises is skipped with one line on stderr naming its package.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # first, so that a plugin that lists the models does not recurse
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            builders = [e.builder for e in _REGISTRY.values()]
+            if callable(obj) and not isinstance(obj, types.ModuleType) and obj not in builders:
+                obj()
+        except Exception as exc:  # a broken plugin must not take the built-in models down with it
+            package = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            print(f"mmtune: warning: model plugin package {package!r} (entry point {ep.name} = {ep.value}) "
+                  f"failed to load and is skipped: {type(exc).__name__}: {reason}", file=sys.stderr)
+
+
 def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
+    """Names of all registered models (built-in and plugins), sorted."""
+    load_plugins()
     return sorted(_REGISTRY)
 
 
@@ -93,6 +131,7 @@ def flow_models() -> list[str]:
 
 def get_entry(name: str) -> ModelEntry:
     """The registry entry of `name`, or an MMTuneError naming the known models."""
+    load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
