@@ -4,13 +4,16 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A model plugin the tests use (the `toy` model, through the mmtune.models entry point).
+TOY_PLUGIN := tests/plugins/mmtune_toy_plugin
 
 .PHONY: run test test-all lint train clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock $(TOY_PLUGIN)/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q -e $(TOY_PLUGIN)
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -23,8 +23,11 @@ def _kv(text: str) -> tuple[str, Any]:
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """`mmtune train`: one model, one config."""
+    from mmtune.flow import FLOW_ESTIMATORS
+    from mmtune.models import flow_models, list_models
+
     p = sub.add_parser("train", help="train one model config and write its test metrics")
-    p.add_argument("--model", default="conv_tau", help="simple_lstm | conv_lstm | conv_tau (default conv_tau)")
+    p.add_argument("--model", default="conv_tau", help=f"{' | '.join(list_models())} (default conv_tau)")
     p.add_argument("--preset", default=None, help="a named preset of the model, e.g. seed2023 or small")
     p.add_argument("--set", dest="model_set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="a model config field, e.g. --set kernel_size=3 (repeatable)")
@@ -40,7 +43,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda before cpu) | cpu | cuda")
     p.add_argument("--no-fast", action="store_true", help="turn off the GPU fast path (eager fp32)")
-    p.add_argument("--flow", help="conv_tau flow channels: none | farneback | oracle | raft_small | raft_large")
+    p.add_argument("--flow", help=f"optical-flow input channels of {', '.join(flow_models())}: "
+                                  f"{' | '.join(FLOW_ESTIMATORS)}")
     p.add_argument("--raft-weights", help="path of the RAFT weights file (for --flow raft_*)")
     p.add_argument("--digits", default="embedded", help="embedded (offline, default) | torchvision")
     p.add_argument("--digits-root", help="torchvision MNIST folder")

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from mmtune._hardware import machine
+from mmtune._io import atomic_write_bytes, json_safe
 from mmtune.errors import MMTuneError
 
+# Model sizes: "default" is a model's default config, the others are presets of that name (a
+# model without the preset skips the size): small, seed2023 and openstl (OpenSTL's Moving-MNIST
+# size) are conv_tau's.
 SIZES = ("small", "seed2023", "default", "openstl")
-# ConvTAU at OpenSTL's Moving-MNIST size (also conv_tau's default config).
-OPENSTL_TAU: dict[str, Any] = {"hid_S": 64, "hid_T": 512, "N_S": 4, "N_T": 8}
 # Dense bf16 peak TFLOP/s (no sparsity) of the GPUs a sweep is likely to meet; others: unknown.
 BF16_PEAK_TFLOPS = (
     ("H100 PCIe", 756.0),
@@ -64,9 +66,8 @@ class BenchConfig:
 
     Args:
         device: auto (cuda before cpu) | cpu | cuda.
-        sizes: model sizes: small (the `small` preset), seed2023 (that preset, where a model has
-            it: conv_tau), default (the default config), openstl (conv_tau at OpenSTL's
-            Moving-MNIST size; conv_tau only).
+        sizes: model sizes: default (the default config), or small, seed2023, openstl: the
+            preset of that name, where a model has it (seed2023 and openstl: conv_tau).
         models: models to time; empty: all registered ones.
         steps: most timed training steps per measurement.
         warmup: untimed steps first (they include torch.compile's compile time).
@@ -142,19 +143,15 @@ def size_config(model: str, size: str) -> Any | None:
     """The typed config of `model` at `size`, or None where the size does not apply."""
     from mmtune.models import get_entry, make_model_config
 
-    if size in ("small", "seed2023"):  # presets; a model without the preset has no such size
-        return make_model_config(model, preset=size) if size in get_entry(model).presets else None
     if size == "default":
         return make_model_config(model)
-    if model == "conv_tau":  # openstl
-        return make_model_config(model, **OPENSTL_TAU)
-    return None
+    return make_model_config(model, preset=size) if size in get_entry(model).presets else None
 
 
 def _kl_weight(model: str) -> float:
-    from mmtune.training.config import DEFAULT_KL_WEIGHT
+    from mmtune.models import get_entry
 
-    return DEFAULT_KL_WEIGHT.get(model, 0.0)
+    return get_entry(model).kl_weight
 
 
 def _bench_frames(n: int):
@@ -236,14 +233,15 @@ def _setup_trial(model: str, cfg: Any, variant: str, device, batch_size: int, n_
 
     from mmtune.metrics import VideoLoss
     from mmtune.models import get_model
-    from mmtune.training.loop import Batches, prepare_model
+    from mmtune.training.config import TrainConfig
+    from mmtune.training.loop import Batches, build_optimizer, prepare_model
 
     v = VARIANTS[variant]
     torch.manual_seed(0)
     net = prepare_model(get_model(model, cfg), model, device, v["fast"], v["channels_last"], v["compile"])
     net.train()
-    fused = device.type == "cuda" and v["fast"]
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused or None)
+    # a default trial's optimizer (AdamW, fused on CUDA with the fast path), at a small lr
+    opt = build_optimizer(TrainConfig(lr=1e-4, fast=v["fast"]), net, device)
     batches = Batches(_bench_frames(n_seqs), None, device, on_device=v["fast"])
     orders = _batch_orders(len(batches), batch_size, seed)
     return net, opt, VideoLoss(kl_weight=_kl_weight(model)), batches, v["fast"], orders
@@ -610,11 +608,8 @@ def run_bench(cfg: BenchConfig, command: str = "mmtune bench") -> BenchResult:
 
 
 def write_json(result: BenchResult, path: str | Path) -> Path:
-    """Write the figures as JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return path
+    """Write the figures as JSON (atomically; NaN/inf as null), keys in the result's order."""
+    return atomic_write_bytes((json.dumps(json_safe(result.to_dict()), indent=2) + "\n").encode(), path)
 
 
 def _begin(kind: str) -> str:
@@ -641,9 +636,7 @@ def write_markdown(result: BenchResult, path: str | Path) -> Path:
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    return atomic_write_bytes(text.encode(), path)
 
 
 def _f(x: float | None, fmt: str = ".1f") -> str:

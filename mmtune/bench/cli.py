@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (cuda before cpu) | cpu | cuda (default auto)")
     p.add_argument("--sizes", type=_csv(), default=("small", "seed2023", "default", "openstl"),
-                   help="model sizes: small, seed2023 (conv_tau's preset), default, openstl (conv_tau hid_S 64 "
-                        "hid_T 512 N_S 4 N_T 8) (default all four)")
+                   help="model sizes: default (the default config), or small, seed2023, openstl: the preset of "
+                        "that name where a model has it (default all four)")
     p.add_argument("--models", type=_csv(), default=(), help="models to time (default all registered)")
     p.add_argument("--steps", type=int, default=20, help="most timed steps per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first, incl. compile (default 3)")

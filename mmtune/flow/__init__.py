@@ -46,9 +46,9 @@ import numpy as np
 from mmtune.data.datasets import T_IN, DataConfig, MovingMNIST
 from mmtune.errors import MMTuneError
 from mmtune.flow import _cache
-from mmtune.flow.estimators import FlowEstimator, Truth, get_estimator
+from mmtune.flow.estimators import FlowEstimator, Truth, estimator_names, get_estimator
 
-FLOW_ESTIMATORS = ("none", "farneback", "oracle", "raft_small", "raft_large")
+FLOW_ESTIMATORS = ("none", *estimator_names())  # the one list: "none" + estimators._ESTIMATORS
 FLOW_SCALE = 4.0  # px/frame that maps to 1.0
 STORE_FACTOR = 2  # cached flow is stored at 1/STORE_FACTOR of the frame size
 FLOW_CODE_VERSION = 1  # bump when a change here alters cached values

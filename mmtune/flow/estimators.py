@@ -226,6 +226,11 @@ _ESTIMATORS: dict[str, FlowEstimator] = {
 }
 
 
+def estimator_names() -> tuple[str, ...]:
+    """The registered estimators' names, in registration order (`FLOW_ESTIMATORS` adds "none")."""
+    return tuple(_ESTIMATORS)
+
+
 def get_estimator(name: str) -> FlowEstimator:
     """The estimator registered as `name` (not "none")."""
     try:

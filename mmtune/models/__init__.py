@@ -5,6 +5,7 @@ from __future__ import annotations
 from mmtune.models import conv_lstm, conv_tau, simple_lstm  # noqa: F401  (explicit registration)
 from mmtune.models.registry import (
     config_fields,
+    flow_models,
     get_entry,
     get_model,
     list_models,
@@ -15,6 +16,7 @@ from mmtune.models.registry import (
 
 __all__ = [
     "config_fields",
+    "flow_models",
     "get_entry",
     "get_model",
     "list_models",

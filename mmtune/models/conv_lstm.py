@@ -160,6 +160,7 @@ def _repeat(f: torch.Tensor, n: int) -> torch.Tensor:
     "conv_lstm",
     ConvLSTMConfig,
     presets={"small": {"model": {"n_f": 8, "hidden": 16, "kernel_size": 3}, "train": {}}},
+    channels_last=True,
 )
 def build_conv_lstm(cfg: ConvLSTMConfig) -> ConvLSTM:
     """Build the ConvLSTM encoder-decoder from its config."""

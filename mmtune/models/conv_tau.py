@@ -294,7 +294,12 @@ class ConvTAU(nn.Module):
             "train": {"lr": 0.01, "weight_decay": 0.05, "kl_weight": 0.5, "batch_size": 16},
         },
         "small": {"model": {"hid_S": 16, "hid_T": 32, "N_S": 2, "N_T": 2}, "train": {}},
+        # OpenSTL's Moving-MNIST TAU (today also the default config): `mmtune bench`'s openstl size
+        "openstl": {"model": {"hid_S": 64, "hid_T": 512, "N_S": 4, "N_T": 8}, "train": {}},
     },
+    kl_weight=0.1,  # TAU's loss carries the differential divergence by default (OpenSTL: 0.1)
+    takes_flow=True,
+    channels_last=True,
 )
 def build_conv_tau(cfg: ConvTAUConfig) -> ConvTAU:
     """Build the TAU model from its config."""

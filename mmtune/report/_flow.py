@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import plotly.graph_objects as go
 
+from mmtune.models import flow_models
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
 from mmtune.report._load import Experiment, trial_table
 from mmtune.report._plot import empty_figure
@@ -36,16 +37,17 @@ class FlowInfo(NamedTuple):
 
 
 def get_flow_info(exp: Experiment) -> FlowInfo:
-    """Group the trials of the model that has a `*flow` parameter (conv_tau first) by its value."""
+    """Group the trials of the model that has a `*flow` parameter (a model that takes flow first) by its value."""
     trials = trial_table(exp.results)
     cols = [c for c in trials.columns if c.startswith("config/") and c.rsplit(".", 1)[-1].endswith("flow")
             and trials[c].notna().any()]
     if not cols:
         return FlowInfo(None, None, [], "The sweep did not search a flow parameter.")
-    col = next((c for c in cols if "conv_tau" in c), cols[0])
+    takes_flow = flow_models()
+    col = next((c for c in cols if c[len("config/"):].split(".", 1)[0] in takes_flow), cols[0])
     sub = trials[trials[col].notna()]
     models = list(sub["model"].unique())
-    model = "conv_tau" if "conv_tau" in models else models[0]
+    model = next((m for m in models if m in takes_flow), models[0])
     sub = sub[sub["model"] == model]
     choices = []
     for choice, g in sub.groupby(sub[col].astype(str), sort=True):

@@ -385,7 +385,7 @@ def parse_param(spec: Any, where: str) -> Param:
     if not isinstance(spec, dict):
         raise MMTuneError(f"{where}: expected a scalar or a {{type: ...}} mapping, got {type(spec).__name__}")
     kind = spec.get("type")
-    if kind not in SPEC_KEYS:
+    if not isinstance(kind, str) or kind not in SPEC_KEYS:  # a list here is unhashable: no `in` on it
         raise MMTuneError(f"{where}.type must be one of {list(SPEC_KEYS)}, got {kind!r}")
     _unknown(spec, sorted(SPEC_KEYS[kind]), where, f"{kind} spec key")
     if kind == "categorical":
@@ -441,7 +441,7 @@ def _check_configs(space: SearchSpace) -> None:
             base[name] = p.candidates()[0]
         for name, p in {**section.model_params, **section.train_params}.items():
             base[f"{model}.{name}"] = p.candidates()[0]
-        _try(space, model, base, f"models.{model}" if model in space.sections else "model")
+        _try(space, model, base, f"models.{model}")
         params = [(name, name, p, "shared") for name, p in space.shared.items()]
         params += [(f"{model}.{n}", n, p, f"models.{model}") for n, p in
                    {**section.model_params, **section.train_params}.items()]

@@ -8,13 +8,11 @@ from typing import Any
 
 from mmtune.data.datasets import DataConfig
 from mmtune.errors import MMTuneError
-from mmtune.models import get_entry, make_model_config, preset_train_overrides
+from mmtune.models import flow_models, get_entry, make_model_config, preset_train_overrides
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-# TAU's loss carries the differential divergence by default (OpenSTL: 0.1); the others do not.
-DEFAULT_KL_WEIGHT = {"conv_tau": 0.1}
 
 
 @dataclass(frozen=True)
@@ -27,12 +25,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adamw"
     scheduler: str = "onecycle"
-    kl_weight: float | None = None  # None: the model's default (conv_tau 0.1, others 0)
+    kl_weight: float | None = None  # None: the model's default (its registry entry's kl_weight)
     grad_clip: float | None = 1.0
     seed: int = 0
     device: str = "auto"
     fast: bool = True  # bf16 autocast (CUDA, and CPUs with AVX512-BF16/AMX) + the GPU speed-ups
-    flow: str = "none"  # optical-flow channels for conv_tau: none | farneback | oracle | raft_*
+    flow: str = "none"  # optical-flow channels (models that take flow): one of mmtune.flow.FLOW_ESTIMATORS
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -71,7 +69,7 @@ class TrialConfig:
         """The effective KL weight (the model's default when the train config leaves it open)."""
         if self.train.kl_weight is not None:
             return float(self.train.kl_weight)
-        return DEFAULT_KL_WEIGHT.get(self.model, 0.0)
+        return get_entry(self.model).kl_weight
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able) of this config."""
@@ -81,19 +79,6 @@ class TrialConfig:
             "train": dataclasses.asdict(self.train),
             "data": dataclasses.asdict(self.data),
         }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
-        """Inverse of to_dict; unknown keys are rejected by name."""
-        unknown = sorted(set(d) - {"model", "model_cfg", "train", "data"})
-        if unknown:
-            raise MMTuneError(f"unknown trial config key(s) {unknown}")
-        return cls(
-            model=d["model"],
-            model_cfg=make_model_config(d["model"], **d.get("model_cfg", {})),
-            train=_build(TrainConfig, d.get("train", {}), "train"),
-            data=DataConfig.from_dict(d.get("data", {})),
-        )
 
 
 def _build(cls: type, values: dict[str, Any], what: str) -> Any:
@@ -114,18 +99,20 @@ def build_trial(
     """Build a TrialConfig from a model name, an optional preset and per-section overrides.
 
     A preset sets both model fields and training fields (lr, batch size, ...); explicit
-    overrides win. With a flow estimator, conv_tau gets its 2 extra input channels.
+    overrides win. With a flow estimator, a model that takes flow (`ModelEntry.takes_flow`) gets
+    its 2 extra input channels; any other model is refused.
 
     Example:
         >>> trial = build_trial("conv_tau", preset="seed2023", train_overrides={"epochs": 1})
     """
-    get_entry(model)
+    entry = get_entry(model)
     train_values = {**preset_train_overrides(model, preset), **(train_overrides or {})}
     train = _build(TrainConfig, train_values, "train")
     model_values = dict(model_overrides or {})
     if train.flow != "none":
-        if model != "conv_tau":
-            raise MMTuneError(f"flow is a conv_tau option; model {model!r} takes no flow (use --flow none)")
-        model_values.setdefault("in_channels", 3)
+        if not entry.takes_flow:
+            raise MMTuneError(f"flow is an option of {', '.join(flow_models()) or 'no registered model'}; "
+                              f"model {model!r} takes no flow (use --flow none)")
+        model_values.setdefault("in_channels", 3)  # the frame + 2 flow channels
     model_cfg = make_model_config(model, preset=preset, **model_values)
     return TrialConfig(model, model_cfg, train, DataConfig.from_dict(data_overrides or {}))

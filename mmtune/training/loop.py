@@ -25,9 +25,9 @@ from mmtune.data.datasets import T_IN, MovingMNIST
 from mmtune.errors import MMTuneError
 from mmtune.flow import flow_inputs
 from mmtune.metrics import MetricAccumulator, VideoLoss
-from mmtune.models import get_model
+from mmtune.models import get_entry, get_model
 from mmtune.training.checkpoint import CheckpointError, check_resume, load_checkpoint, save_checkpoint
-from mmtune.training.config import TrialConfig
+from mmtune.training.config import TrainConfig, TrialConfig
 
 
 @dataclass
@@ -118,9 +118,8 @@ def _fits_on_device(frames: torch.Tensor, flow: torch.Tensor | None, device: tor
     return need <= free // 4
 
 
-def build_optimizer(trial: TrialConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(t: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (fused on CUDA with the fast path: one kernel for all parameters), Adam or SGD."""
-    t = trial.train
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adamw":
         fused = device.type == "cuda" and t.fast
@@ -130,12 +129,12 @@ def build_optimizer(trial: TrialConfig, model: nn.Module, device: torch.device) 
     return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
 
 
-def build_scheduler(trial: TrialConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+def build_scheduler(t: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
     """Per-step schedule: OneCycle (the default), cosine, or constant."""
-    total = max(1, trial.train.epochs * steps_per_epoch)
-    if trial.train.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=trial.train.lr, total_steps=total)
-    if trial.train.scheduler == "cosine":
+    total = max(1, t.epochs * steps_per_epoch)
+    if t.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total)
+    if t.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
@@ -165,14 +164,6 @@ def autocast_enabled(device: torch.device, fast: bool) -> bool:
 def _autocast(device: torch.device, fast: bool):
     """bf16 autocast where `autocast_enabled`; a no-op context elsewhere (fp32)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, fast))
-
-
-# Models whose convolutions run faster with NHWC weights and activations under bf16 on CUDA.
-# simple_lstm has no convolution, so the layout would only add copies. Never on CPU: there, bf16
-# autocast with channels_last gives conv_tau's dilated depth-wise conv (attn.conv_spatial) weight
-# gradients with a relative error of 0.84-0.96 (torch 2.14.1, AVX512-BF16), and training diverges;
-# tests/training/test_fast_path.py compares the fast path's gradients with fp32 eager.
-CHANNELS_LAST_MODELS = ("conv_lstm", "conv_tau")
 
 
 def compile_enabled(device: torch.device, fast: bool) -> bool:
@@ -211,15 +202,20 @@ def prepare_model(
 ) -> nn.Module:
     """Move `model` to `device` and, with the fast path on CUDA, set it up for speed.
 
-    CUDA + fast: channels_last for the convolutional models (cuDNN's NHWC bf16 kernels feed the
-    tensor cores without layout transposes) and `torch.compile` (see `compile_enabled`). The
-    compile is in place (`nn.Module.compile`), so `state_dict()` keys and checkpoints are the
-    same as eager ones. CPU: the model is only moved (NCHW); the fast path there is bf16 autocast
-    alone, where the CPU has native bf16 (see `autocast_enabled`).
+    CUDA + fast: channels_last where the model's registry entry asks for it
+    (`ModelEntry.channels_last`: cuDNN's NHWC bf16 kernels feed the tensor cores without layout
+    transposes; a model without convolutions would only gain copies) and `torch.compile` (see
+    `compile_enabled`). The compile is in place (`nn.Module.compile`), so `state_dict()` keys and
+    checkpoints are the same as eager ones. CPU: the model is only moved (NCHW); the fast path
+    there is bf16 autocast alone, where the CPU has native bf16 (see `autocast_enabled`). Never
+    channels_last on CPU: there, bf16 autocast with channels_last gives conv_tau's dilated
+    depth-wise conv (attn.conv_spatial) weight gradients with a relative error of 0.84-0.96
+    (torch 2.14.1, AVX512-BF16), and training diverges; tests/training/test_fast_path.py compares
+    the fast path's gradients with fp32 eager.
 
     Args:
         model: a freshly built model.
-        name: its registry name (decides channels_last).
+        name: its registry name (its entry decides channels_last).
         device: where it trains.
         fast: the fast path (TrainConfig.fast).
         channels_last: override the layout decision (`mmtune bench` measures each speed-up alone).
@@ -230,7 +226,7 @@ def prepare_model(
     """
     model = model.to(device)
     if channels_last is None:
-        channels_last = fast and device.type == "cuda" and name in CHANNELS_LAST_MODELS
+        channels_last = fast and device.type == "cuda" and get_entry(name).channels_last
     if compile is None:
         compile = compile_enabled(device, fast)
     if channels_last:
@@ -308,13 +304,12 @@ class Trainer:
         self.loss_fn = VideoLoss(kl_weight=trial.kl_weight)
         self.train_size = trial.data.train_size
         self.steps_per_epoch = math.ceil(self.train_size / trial.train.batch_size)
-        self.optimizer = build_optimizer(trial, self.model, self.device)
-        self.scheduler = build_scheduler(trial, self.optimizer, self.steps_per_epoch)
+        self.optimizer = build_optimizer(trial.train, self.model, self.device)
+        self.scheduler = build_scheduler(trial.train, self.optimizer, self.steps_per_epoch)
         self.epoch = 0  # epochs completed
         self.history: list[EpochResult] = []
         self.best_val_mse = math.inf
         self.best_epoch: int | None = None
-        self._val: Batches | None = None
         self._train: Batches | None = None
 
     # -- data -------------------------------------------------------------------------------

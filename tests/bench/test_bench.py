@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from mmtune.bench import BenchResult, count_train_flops, size_config, write_markdown
+from mmtune.bench import BenchResult, count_train_flops, size_config, write_json, write_markdown
 from mmtune.bench.bench import BenchConfig, _conv_backward_flop
 from mmtune.errors import MMTuneError
 from mmtune.metrics import VideoLoss
@@ -89,14 +89,24 @@ def test_cpu_fast_path_neither_compiles_nor_changes_layout(monkeypatch):
 
 
 def test_fast_val_mse_within_2_percent_of_eager_after_one_epoch(bf16_on_cpu):
+    """The fast Trainer really trains and validates in bf16 (so its run differs from eager's), and
+    still lands within 2 % of eager: a fast path that silently ran fp32 would pass the 2 % alone."""
     torch.set_num_threads(1)
     device = resolve_device("auto")
     data = {"train_size": 64, "val_size": 16, "test_size": 8}
-    mse = {}
+    mse, seen = {}, {}
     for fast in (True, False):
         trial = build_trial("conv_tau", "small", train_overrides={"epochs": 1, "batch_size": 16, "fast": fast},
                             data_overrides=data)
-        mse[fast] = Trainer(trial, progress=False).fit().history[0].val_mse
+        trainer = Trainer(trial, progress=False)
+        dtypes: set[tuple[bool, torch.dtype]] = set()
+        trainer.model.register_forward_hook(lambda m, _inp, out, d=dtypes: d.add((m.training, out.dtype)))
+        mse[fast] = trainer.fit().history[0].val_mse
+        seen[fast] = dtypes
+    # (training?, output dtype) of every forward: the training steps and the validation
+    assert seen[True] == {(True, torch.bfloat16), (False, torch.bfloat16)}, seen[True]
+    assert seen[False] == {(True, torch.float32), (False, torch.float32)}, seen[False]
+    assert mse[True] != mse[False], "the fast run equals the eager one bit for bit: no bf16 ran"
     assert abs(mse[True] - mse[False]) <= 0.02 * mse[False], f"{device}: fast {mse[True]} vs eager {mse[False]}"
 
 
@@ -149,6 +159,37 @@ def test_markdown_section_is_replaced_and_the_rest_kept(tmp_path):
     assert "Hand-written notes." in text and "gpu-run" in text and "second" in text
     assert "first" not in text
     assert text.count("mmtune-bench:cpu:begin") == 1
+
+
+def test_bench_steps_with_the_optimizer_a_trial_builds():
+    from mmtune.bench.bench import _setup_trial
+    from mmtune.training.config import TrainConfig
+    from mmtune.training.loop import build_optimizer
+
+    cpu = torch.device("cpu")
+    net, opt, *_ = _setup_trial("conv_lstm", size_config("conv_lstm", "small"), "fast", cpu, 2, 4)
+    trial_opt = build_optimizer(TrainConfig(lr=1e-4), net, cpu)
+    assert type(opt) is type(trial_opt) and opt.defaults == trial_opt.defaults
+
+
+def test_json_and_markdown_are_written_atomically(tmp_path, monkeypatch):
+    js, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    result = _fake_result("cpu", "first")
+    result.generation["min_s"] = math.nan
+    write_json(result, js)
+    write_markdown(result, md)
+    data = json.loads(js.read_text())  # standard JSON: NaN written as null, keys in the result's order
+    assert data["generation"]["min_s"] is None and list(data) == ["meta", "models", "pack", "generation"]
+    before = (js.read_bytes(), md.read_bytes())
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mmtune._io.os.replace", crash)  # a write that dies before the rename
+    for write, path in ((write_json, js), (write_markdown, md)):
+        with pytest.raises(OSError, match="disk full"):
+            write(_fake_result("cpu", "second"), path)
+    assert (js.read_bytes(), md.read_bytes()) == before  # the old files are whole, not half new
 
 
 def test_bench_tiny_runs_on_cpu_and_writes_json_and_markdown(tmp_path):

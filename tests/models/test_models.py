@@ -18,6 +18,7 @@ from mmtune.models import (
     preset_train_overrides,
     register_model,
 )
+from mmtune.models._layers import DropPath
 
 MODELS = list_models()
 B = 2
@@ -214,15 +215,30 @@ def test_conv_lstm_without_skip() -> None:
         assert model(_input()).shape == (B, 10, 1, 64, 64)
 
 
-def test_conv_tau_drop_path_trains_and_evaluates() -> None:
-    cfg = make_model_config("conv_tau", preset="small", drop_path=0.5)
-    model = get_model("conv_tau", cfg)
-    x = _input()
-    model.train()
-    assert model(x).shape == (B, 10, 1, 64, 64)
-    model.eval()
+def test_drop_path_drops_whole_samples_in_training_only() -> None:
+    drop = DropPath(0.5).train()
+    x = torch.ones(1000, 3, 4, 4)
+    y = drop(x).flatten(1)  # (1000, 48)
+    dropped, kept = (y == 0).all(1), (y == 2.0).all(1)  # kept samples are scaled by 1 / (1 - p)
+    assert (dropped | kept).all(), "each sample's branch is dropped or kept whole"
+    assert 0.4 < dropped.float().mean().item() < 0.6  # p = 0.5 (binomial sd 0.016)
+    assert abs(y.mean().item() - 1.0) < 0.1  # the expectation is kept
+    assert torch.equal(drop.eval()(x), x)  # evaluation: nothing dropped, nothing scaled
+    assert torch.equal(DropPath(0.0).train()(x), x)
+
+
+def test_conv_tau_drop_path_drops_in_training_only() -> None:
+    dropping = get_model("conv_tau", make_model_config("conv_tau", preset="small", drop_path=0.5))
+    plain = get_model("conv_tau", make_model_config("conv_tau", preset="small"))
+    plain.load_state_dict(dropping.state_dict())  # the same weights, only the rate differs
+    x = torch.rand(8, 10, 1, 64, 64)
     with torch.no_grad():
-        assert torch.equal(model(x), model(x))
+        dropping.eval(), plain.eval()
+        assert torch.equal(dropping(x), plain(x))  # evaluation: the rate changes nothing
+        dropping.train(), plain.train()  # (batch-norm uses batch statistics: no state carries over)
+        first, second, ref = dropping(x), dropping(x), plain(x)
+    assert not torch.equal(first, ref), "training with drop_path 0.5 dropped no residual branch"
+    assert not torch.equal(first, second), "each training forward draws its own drops"
 
 
 def test_conv_tau_seed2023_preset() -> None:

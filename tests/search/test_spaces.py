@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import textwrap
 from pathlib import Path
 
 import optuna
@@ -134,6 +135,7 @@ BAD = [
     ("unknown spec key", _bad(shared__lr={"type": "float", "low": 1e-4, "high": 1e-2, "logg": True}),
      "unknown float spec key 'logg'"),
     ("unknown type", _bad(shared__lr={"type": "loguniform", "low": 1e-4, "high": 1e-2}), "type must be one of"),
+    ("a list as type", _bad(shared__lr={"type": ["float"], "low": 1e-4, "high": 1e-2}), "type must be one of"),
     ("missing high", _bad(shared__lr={"type": "float", "low": 1e-4}), "needs `high`"),
     ("inverted range", _bad(shared__lr={"type": "float", "low": 1e-2, "high": 1e-4}), "inverted range"),
     ("log with low 0", _bad(shared__lr={"type": "float", "low": 0.0, "high": 1e-2, "log": True}),
@@ -152,7 +154,7 @@ BAD = [
     ("odd N_S", _bad(models__conv_tau__N_S={"type": "categorical", "choices": [2, 3]}), "N_S = 3"),
     ("unknown flow estimator", _bad(models__conv_tau__flow={"type": "categorical", "choices": ["none", "lk"]}),
      "unknown flow estimator 'lk'"),
-    ("flow for a model without flow", _bad(models__simple_lstm__flow="oracle"), "flow is a conv_tau option"),
+    ("flow for a model without flow", _bad(models__simple_lstm__flow="oracle"), "flow is an option of conv_tau;"),
     ("unknown preset", _bad(models__conv_tau__preset="tiny"), "unknown preset 'tiny'"),
     ("unknown data key", _bad(data__train_sz=8), "data: unknown key 'train_sz'"),
     ("bad data value", _bad(data__train_size=0), "train_size must be a positive integer"),
@@ -175,6 +177,30 @@ def test_bad_spaces_give_one_clear_line(tmp_path: Path, what: str, content: obje
     assert expected in msg, msg
     assert "\n" not in msg
     assert str(path) in msg
+
+
+def test_a_plugin_model_is_searchable_from_yaml(tmp_path: Path) -> None:
+    """The `toy` model of tests/plugins/mmtune_toy_plugin: its config fields are the space's knobs."""
+    text = """
+    model: {choices: [toy, simple_lstm]}
+    shared: {lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}, epochs: 1}
+    models:
+      toy:
+        preset: small
+        hidden: {type: int, low: 4, high: 16, step: 4}
+        kernel_size: {type: categorical, choices: [3, 5]}
+      simple_lstm: {preset: small}
+    data: {train_size: 32, val_size: 8, test_size: 8}
+    """
+    space = load_space(_write(tmp_path, textwrap.dedent(text)))
+    d = space.distributions("toy")
+    assert d["toy.hidden"] == optuna.distributions.IntDistribution(4, 16, step=4)
+    assert d["toy.kernel_size"] == optuna.distributions.CategoricalDistribution([3, 5])
+    trial = space.trial_config({"model": "toy", "lr": 1e-3, "toy.hidden": 12, "toy.kernel_size": 5})
+    assert trial.model == "toy" and (trial.model_cfg.hidden, trial.model_cfg.kernel_size) == (12, 5)
+    bad = textwrap.dedent(text).replace("choices: [3, 5]", "choices: [3, 4]")
+    with pytest.raises(MMTuneError, match=r"models.toy.kernel_size = 4: kernel_size must be one of"):
+        load_space(_write(tmp_path, bad, "bad.yaml"))
 
 
 def test_missing_file() -> None:

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from mmtune.metrics import VideoLoss
-from mmtune.models import get_model, list_models, make_model_config
+from mmtune.models import get_entry, get_model, list_models, make_model_config
 from mmtune.training import loop
-from mmtune.training.config import DEFAULT_KL_WEIGHT
 
 # bf16 keeps 8 significant bits (relative step 2^-8 = 0.4 %); after a forward and a backward through
 # a few layers, every parameter's gradient of a correct bf16 path lands within 2.8 % of fp32 here
@@ -31,7 +30,7 @@ def gradients(model: torch.nn.Module, name: str, device: torch.device, fast: boo
     net = loop.prepare_model(copy.deepcopy(model), name, device, fast, compile=False)
     net.train()
     x, y = (t.to(device) for t in batch)
-    loss = loop.forward_loss(net, VideoLoss(DEFAULT_KL_WEIGHT.get(name, 0.0)), x, y, device, fast)
+    loss = loop.forward_loss(net, VideoLoss(get_entry(name).kl_weight), x, y, device, fast)
     loss.backward()
     return {n: p.grad.detach().float().cpu() for n, p in net.named_parameters() if p.grad is not None}
 
@@ -55,6 +54,8 @@ def gradient_mismatches(name: str, device: torch.device, channels_last: bool | N
         finally:
             loop.prepare_model = orig
     assert set(fast) == set(ref), "the fast path must train the same parameters"
+    # bf16 rounds: a fast path whose gradients equal fp32's bit for bit did not run in bf16 at all
+    assert any(not torch.equal(fast[n], g) for n, g in ref.items()), "fast gradients are fp32's: no bf16 ran"
     scale = max(g.norm().item() for g in ref.values())
     bad = []
     for n, g in ref.items():

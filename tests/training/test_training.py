@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -215,6 +217,24 @@ def test_train_command_writes_metrics_and_strip(tmp_path, capsys):
     assert vs["baseline"] == best
     assert vs["ratio"] == pytest.approx(metrics["test"]["mse_frame"] / test_base[best]["mse_frame"])
     assert "the best baseline" in captured.err
+
+
+def test_a_plugin_model_trains_through_the_real_cli(tmp_path):
+    """The `toy` model of tests/plugins/mmtune_toy_plugin (an entry point, not an mmtune module)."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmtune.cli", "train", "--model", "toy", "--set", "kernel_size=5", "--epochs", "1",
+         "--train-size", "32", "--val-size", "8", "--test-size", "8", "--batch-size", "8", "--device", "cpu",
+         "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "toy: test mse_frame" in proc.stdout
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["model"] == "toy"
+    assert metrics["config"]["model_cfg"]["kernel_size"] == 5 and math.isfinite(metrics["test"]["mse_frame"])
+    state = load_checkpoint(out / "last.pt")
+    assert state["trial"]["model"] == "toy" and "conv1.weight" in state["model"]
 
 
 @pytest.mark.parametrize(
