@@ -9,12 +9,18 @@ TOY_PLUGIN := tests/plugins/mmtune_toy_plugin
 
 .PHONY: run test test-all lint train clean
 
-$(STAMP): pyproject.toml requirements.lock $(TOY_PLUGIN)/pyproject.toml
+TEST_STAMP := $(VENV)/.installed-test
+
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
-	$(BIN)/python -m pip install -q -e $(TOY_PLUGIN)
 	touch $(STAMP)
+
+# Only the tests install the toy plugin, so that `make run` and `mmtune bench` see the built-in models.
+$(TEST_STAMP): $(STAMP) $(TOY_PLUGIN)/pyproject.toml
+	$(BIN)/python -m pip install -q --no-deps -e $(TOY_PLUGIN)
+	touch $(TEST_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python run_search.py $(ARGS)
@@ -22,7 +28,7 @@ run: $(STAMP)
 train: $(STAMP)
 	$(BIN)/mmtune train $(ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/ruff check mmtune tests run_search.py scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
