@@ -31,6 +31,7 @@ from typing import Any
 from mmtune._hardware import machine
 from mmtune._io import atomic_write_bytes, json_safe
 from mmtune.errors import MMTuneError
+from mmtune.training.cost import count_train_flops
 
 # Model sizes: "default" is a model's default config, the others are presets of that name (a
 # model without the preset skips the size): small, seed2023 and openstl (OpenSTL's Moving-MNIST
@@ -163,63 +164,6 @@ def _bench_frames(n: int):
     return generate(split_digits(load_digits()).trainval, n, seed=0, stream=STREAMS["train"]).frames
 
 
-def count_train_flops(model: str, cfg: Any, batch: int = 2, device: str = "cpu") -> float:
-    """FLOPs of one training sample: forward + loss + backward, counted by FlopCounterMode.
-
-    FlopCounterMode counts matrix multiplies and convolutions (2 FLOPs per multiply-add), the
-    bulk of the work; element-wise ops, norms and the optimizer are not counted.
-
-    Example:
-        >>> from mmtune.models import make_model_config
-        >>> count_train_flops("conv_tau", make_model_config("conv_tau", preset="small")) > 0
-        True
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from mmtune.metrics import VideoLoss
-    from mmtune.models import get_model
-
-    dev = torch.device(device)
-    torch.manual_seed(0)
-    net = get_model(model, cfg).to(dev).train()
-    loss_fn = VideoLoss(kl_weight=_kl_weight(model))
-    c = getattr(cfg, "in_channels", 1)
-    x = torch.rand(batch, 10, c, 64, 64, device=dev)
-    y = torch.rand(batch, 10, 1, 64, 64, device=dev)
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
-    with counter:
-        loss, _ = loss_fn(net(x), y)
-        loss.backward()
-    return counter.get_total_flops() / batch
-
-
-def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
-                        _output_padding, groups, output_mask, out_shape, **kwargs) -> int:
-    """torch's convolution_backward formula with the weight gradient of grouped convs fixed.
-
-    torch (2.14) counts the weight gradient of a grouped convolution as if it were dense, which
-    overcounts a depth-wise conv by its channel count (ConvTAU's 4096-channel MLP dwconv made
-    the training step look 8x dearer than 3x its forward); the weight gradient is divided here
-    by `groups`, the input gradient already used the grouped weight shape.
-    """
-    from torch.utils.flop_counter import conv_flop_count
-
-    def t(shape):
-        return [shape[1], shape[0], *shape[2:]]
-
-    flops = 0
-    if output_mask[0]:
-        flops += conv_flop_count(grad_out_shape, w_shape, list(out_shape[0]), not transposed)
-    if output_mask[1]:
-        gw = list(out_shape[1])
-        if transposed:
-            flops += conv_flop_count(t(grad_out_shape), t(x_shape), t(gw), transposed=False) // groups
-        else:
-            flops += conv_flop_count(t(x_shape), t(grad_out_shape), t(gw), transposed=False) // groups
-    return flops
-
-
 def _sync(device) -> None:
     import torch
 
@@ -301,7 +245,7 @@ def measure_model(
     if cfg is None:
         raise MMTuneError(f"size {size!r} does not apply to {model!r}")
     rss_start = _rss_mb()
-    flops = count_train_flops(model, cfg, batch=1, device=device.type)
+    flops = count_train_flops(model, cfg, kl_weight=_kl_weight(model), batch=1, device=device.type)
     n_params = sum(p.numel() for p in _param_probe(model, cfg))
     n_seqs = max(4 * batch_size, 64)
     rows = []

@@ -18,12 +18,13 @@ import pytest
 import torch
 
 from mmtune.bench import BenchResult, count_train_flops, size_config, write_json, write_markdown
-from mmtune.bench.bench import BenchConfig, _conv_backward_flop
+from mmtune.bench.bench import BenchConfig
 from mmtune.errors import MMTuneError
 from mmtune.metrics import VideoLoss
 from mmtune.models import get_model, list_models
 from mmtune.training import loop
 from mmtune.training.config import build_trial
+from mmtune.training.cost import _conv_backward_flop
 from mmtune.training.loop import Trainer, prepare_model, resolve_device
 
 # bf16 keeps 8 bits of mantissa (relative error 2^-8 ≈ 0.004 per rounding); after a few
