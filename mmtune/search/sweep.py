@@ -39,6 +39,7 @@ from mmtune._io import atomic_write_bytes, write_json
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
 from mmtune.metrics.units import UNITS
+from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, get_sampler, get_scheduler
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, load_space
 from mmtune.training.checkpoint import checksum_problem
 
@@ -46,8 +47,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPACE = "search_spaces/default.yaml"
 DEFAULT_STORAGE = "./experiments"
 DEFAULT_SAMPLES = 8
-SCHEDULERS = ("asha", "fifo")
-SAMPLERS = ("tpe", "random", "cmaes")
 PREDICTION_CLIPS = 4
 
 
@@ -57,8 +56,8 @@ class SweepArgs:
 
     space: str = DEFAULT_SPACE
     samples: int | None = None
-    scheduler: str = "asha"
-    sampler: str = "tpe"
+    scheduler: str = DEFAULT_SCHEDULER
+    sampler: str = DEFAULT_SAMPLER
     max_epochs: int | None = None
     grace_period: int | None = None
     reduction_factor: float | None = None
@@ -122,10 +121,8 @@ def _check_args(a: SweepArgs, space: SearchSpace) -> dict[str, Any]:
         raise MMTuneError(f"--reduction-factor must be a number > 1, got {rf!r}")
     if eff["grace_period"] > eff["max_epochs"]:
         raise MMTuneError(f"--grace-period {eff['grace_period']} exceeds --max-epochs {eff['max_epochs']}")
-    if a.scheduler not in SCHEDULERS:
-        raise MMTuneError(f"--scheduler must be one of {list(SCHEDULERS)}, got {a.scheduler!r}")
-    if a.sampler not in SAMPLERS:
-        raise MMTuneError(f"--sampler must be one of {list(SAMPLERS)}, got {a.sampler!r}")
+    get_scheduler(a.scheduler)
+    get_sampler(a.sampler)
     if not (isinstance(a.cpus_per_trial, (int, float)) and a.cpus_per_trial > 0):
         raise MMTuneError(f"--cpus-per-trial must be > 0, got {a.cpus_per_trial!r}")
     if not (isinstance(a.gpus_per_trial, (int, float)) and 0 <= a.gpus_per_trial):

@@ -31,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
+from mmtune.search.algorithms import get_sampler, get_scheduler
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
 
 METRIC, MODE = "val_mse", "min"
@@ -64,8 +65,8 @@ class TuneSettings:
     storage: str  # absolute local path or a URI
     study_db: str  # local path of the Optuna SQLite study
     samples: int
-    scheduler: str  # asha | fifo
-    sampler: str  # tpe | random | cmaes
+    scheduler: str  # a name in mmtune.search.algorithms.SCHEDULERS
+    sampler: str  # a name in mmtune.search.algorithms.SAMPLERS
     seed: int
     max_epochs: int
     grace_period: int
@@ -404,21 +405,13 @@ def can_restore(exp_path: str) -> bool:
 # -- the sweep ------------------------------------------------------------------------------
 
 
-def _sampler(settings: TuneSettings):
-
-    if settings.sampler == "tpe":
-        startup = min(10, max(2, settings.samples // 3))
-        return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup, multivariate=True,
-                                          group=True, constant_liar=True)
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    if settings.sampler == "cmaes":
-        import importlib.util
-
-        if importlib.util.find_spec("cmaes") is None:
-            raise MMTuneError("--sampler cmaes needs the cmaes package (pip install cmaes); or use tpe / random")
-        return optuna.samplers.CmaEsSampler(seed=settings.seed, warn_independent_sampling=False)
-    raise MMTuneError(f"--sampler must be tpe, random or cmaes, got {settings.sampler!r}")
+def _scheduler(settings: TuneSettings) -> TrialScheduler:
+    if not get_scheduler(settings.scheduler).rungs:
+        return FIFOScheduler()
+    # Rungs count our own "epoch", not Ray's training_iteration: a trial that fell back to an
+    # older checkpoint (resume_or_fail_over) repeats epochs, and Ray's counter would run ahead.
+    return ASHAScheduler(time_attr="epoch", max_t=settings.max_epochs, grace_period=settings.grace_period,
+                         reduction_factor=settings.reduction_factor)
 
 
 def trial_name(trial: Any) -> str:
@@ -464,7 +457,8 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
         import optuna
 
         searcher = RecordingOptunaSearch(
-            space=Suggest(spec.space), metric=METRIC, mode=MODE, sampler=_sampler(settings),
+            space=Suggest(spec.space), metric=METRIC, mode=MODE,
+            sampler=get_sampler(settings.sampler).build(settings.seed, settings.samples),
             storage=optuna.storages.RDBStorage(f"sqlite:///{settings.study_db}"), study_name=settings.name,
         )
         # model.weights: each trial's family is fixed in advance (define-by-run spaces ignore Ray's
@@ -475,21 +469,11 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
             raise MMTuneError("OptunaSearch created no study; model.weights cannot be applied")
         for model in plan:
             study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
-        scheduler: TrialScheduler
-        if settings.scheduler == "asha":
-            # Rungs count our own "epoch", not Ray's training_iteration: a trial that fell back to an
-            # older checkpoint (resume_or_fail_over) repeats epochs, and Ray's counter would run ahead.
-            scheduler = ASHAScheduler(
-                time_attr="epoch", max_t=settings.max_epochs,
-                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
-            )
-        else:
-            scheduler = FIFOScheduler()
         tuner = tune.Tuner(
             _trainable(settings, spec),
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
-                scheduler=scheduler, num_samples=settings.samples, reuse_actors=False,
+                scheduler=_scheduler(settings), num_samples=settings.samples, reuse_actors=False,
                 metric=METRIC, mode=MODE, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
             ),
             run_config=_run_config(settings),
