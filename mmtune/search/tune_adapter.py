@@ -16,7 +16,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mmtune.errors import MMTuneError
 from mmtune.search.algorithms import get_sampler, get_scheduler
+from mmtune.search.experiment import CheckpointRef, ClusterInfo, Outcome, TrialRecord, classify, is_uri
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
 from mmtune.search.trial_log import METRIC, TB_DIR, TrialLog
 
@@ -74,45 +75,11 @@ class TuneSettings:
 
 
 @dataclass
-class TrialRecord:
-    """One Ray trial as read back from the experiment: every reported row, its status and checkpoints."""
-
-    trial_id: str
-    status: str
-    config: dict[str, Any]
-    rows: list[dict[str, Any]]
-    error: str | None
-    path: str
-    checkpoints: list[CheckpointRef] = field(default_factory=list)  # those Ray kept (best + latest)
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    """A kept checkpoint: where it is, the metrics it was reported with, and Ray's handle to fetch it."""
-
-    path: str
-    metrics: dict[str, Any]
-    handle: Any = None
-
-
-@dataclass
 class TuneOutcome:
     """What the sweep left: its trials; `interrupted` when it stopped before every trial ended."""
 
     trials: list[TrialRecord]
     interrupted: bool
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    """Resources of the Ray cluster this driver is connected to."""
-
-    address: str | None
-    cpus: float
-    gpus: float
-    nodes: int
-    max_node_cpus: float
-    max_node_gpus: float
 
 
 # -- the trainable --------------------------------------------------------------------------
@@ -296,19 +263,14 @@ class RecordingOptunaSearch(OptunaSearch):
         if result:
             self._record(trial_id, result)
             epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-            planned = int(result.get("epochs_planned", epoch))
-            diverged = bool(result.get("diverged", False))
+            outcome = classify("ERROR" if error else "TERMINATED", bool(result.get("diverged", False)), epoch,
+                               int(result.get("epochs_planned", epoch)))
             ot.set_user_attr("value_epoch", epoch)  # the epoch whose val_mse Optuna is told
-            ot.set_user_attr("diverged", diverged)
-            ot.set_user_attr("stopped_early", not error and not diverged and epoch < planned)
+            ot.set_user_attr("diverged", outcome is Outcome.DIVERGED)
+            ot.set_user_attr("stopped_early", outcome is Outcome.STOPPED_EARLY)
 
 
 # -- cluster --------------------------------------------------------------------------------
-
-
-def is_uri(path: str) -> bool:
-    """True for storage like s3://bucket/x or gs://..., False for a local path."""
-    return "://" in path and not path.startswith("file://")
 
 
 def _check_reachable(address: str) -> None:
@@ -421,7 +383,7 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     sweep's own driver wrote those files into its own experiment folder, and mmtune never ships
     them; trial checkpoints, which people do pass around, load as plain data (`load_checkpoint`).
     """
-    exp_path = _join(settings.storage, settings.name)
+    exp_path = experiment_path(settings.storage, settings.name)
     if resume:
         tuner = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec),
                                    resume_unfinished=True, resume_errored=True)
@@ -462,7 +424,8 @@ def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
     return searcher
 
 
-def _join(storage: str, name: str) -> str:
+def experiment_path(storage: str, name: str) -> str:
+    """Where Ray keeps the experiment `name` under `storage` (a local path or a URI)."""
     return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage) / name)
 
 

@@ -258,8 +258,9 @@ data: {train_size: 32, val_size: 8, test_size: 8}
 
 
 def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
-    from mmtune.report._load import DIVERGED, load_experiment, trial_table
+    from mmtune.report._load import load_experiment, trial_table
     from mmtune.report._summary import get_summary_info
+    from mmtune.search.experiment import Outcome
 
     space = tmp_path / "diverging.yaml"
     space.write_text(DIVERGING)
@@ -291,9 +292,9 @@ def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
         assert len(list((exp / f"trial_{tid}").glob("checkpoint_*"))) == len(rows) - 1
     # The report: its records count the diverged trial, and the page says so.
     info = get_summary_info(load_experiment(exp))
-    assert info.outcomes[DIVERGED] == len(tau)
+    assert info.outcomes[Outcome.DIVERGED] == len(tau)
     table = trial_table(load_experiment(exp).results)
-    assert set(table.loc[table["outcome"] == DIVERGED, "trial_id"]) == set(tau.index)
+    assert set(table.loc[table["outcome"] == Outcome.DIVERGED, "trial_id"]) == set(tau.index)
     html = (exp / "report.html").read_text()
     assert f"{len(tau)} diverged (NaN)" in html
     # Optuna was told the stand-in value, and the trial is marked.
