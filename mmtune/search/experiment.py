@@ -408,8 +408,8 @@ def read_sweep(exp_dir: str | Path) -> SweepMeta:
     if version != SCHEMA:
         what = (f"schema {version!r}" if version is not None else
                 "no schema version (an mmtune before schema 1 wrote it, or something else did)")
-        raise SchemaError(f"{path} has {what}; this mmtune reads schema {SCHEMA} only: run the sweep again "
-                          f"with this version, or read it with the mmtune that wrote it")
+        raise SchemaError(f"{path} has {what}; this mmtune reads schema {SCHEMA} only: use the mmtune that "
+                          f"wrote it, or run the sweep again with this one")
     return _record(SweepMeta, obj, SWEEP_FILE, {
         "models": lambda v, w: tuple(str(m) for m in v),
         "effective": lambda v, w: _record(EffectiveSettings, v, w),
