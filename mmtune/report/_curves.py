@@ -9,8 +9,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
-from mmtune.report._load import DIVERGED, FAILED, RUNNING, STOPPED_EARLY, Experiment, trial_table
+from mmtune.report._load import Experiment, trial_table
 from mmtune.report._plot import empty_figure, model_colors
+from mmtune.search.experiment import Outcome
+
+DIVERGED, FAILED, RUNNING, STOPPED_EARLY = Outcome.DIVERGED, Outcome.FAILED, Outcome.RUNNING, Outcome.STOPPED_EARLY
 
 _TITLE = "Validation MSE by epoch, every trial"
 
@@ -20,7 +23,7 @@ class CurveTrace(NamedTuple):
 
     trial_id: str
     model: str
-    outcome: str
+    outcome: Outcome
     epochs: list[int]
     val_mse: list[float]
     last_finite_epoch: int | None  # where the end marker goes (None: no finite value at all)
@@ -39,7 +42,8 @@ def get_curves_info(exp: Experiment) -> CurvesInfo:
     df = exp.results
     if df.empty:
         return CurvesInfo(exp.models, [], ["No per-epoch results (results.parquet missing or empty)."])
-    outcome = dict(zip(trial_table(df)["trial_id"], trial_table(df)["outcome"], strict=True))
+    table = trial_table(df)
+    outcome = dict(zip(table["trial_id"], table["outcome"], strict=True))
     traces = []
     for (model, tid), g in df.groupby(["model", "trial_id"], sort=True):
         vals = [float(v) for v in g["val_mse"]]
@@ -71,7 +75,7 @@ def draw_curves(info: CurvesInfo) -> go.Figure:
         fig.add_scatter(
             x=t.epochs, y=t.val_mse, mode="lines+markers", line=dict(color=colors[t.model], dash=dash, width=1.5),
             marker=dict(size=4), name=t.model, legendgroup=t.model, showlegend=t.model not in shown,
-            connectgaps=False, hovertemplate=f"{t.model} {t.trial_id} ({t.outcome})<br>epoch %{{x}}"
+            connectgaps=False, hovertemplate=f"{t.model} {t.trial_id} ({t.outcome.label})<br>epoch %{{x}}"
                                              f"<br>val MSE/frame %{{y:.2f}}<extra></extra>",
         )
         shown.add(t.model)

@@ -24,7 +24,7 @@ class FlowChoice(NamedTuple):
     best_val_mse: float  # NaN if none of them produced a finite val MSE
     best_trial: str | None
     best_epoch: int | None  # the epoch the best value was reached at
-    best_outcome: str | None  # e.g. stopped early (ASHA): that value is from a shorter budget
+    best_outcome: str | None  # its Outcome's label, e.g. stopped early (ASHA): a value from a shorter budget
 
 
 class FlowInfo(NamedTuple):
@@ -57,7 +57,7 @@ def get_flow_info(exp: Experiment) -> FlowInfo:
             str(choice), len(g), len(ok), float(best["best_val_mse"]) if best is not None else math.nan,
             str(best["trial_id"]) if best is not None else None,
             int(best["best_epoch"]) if best is not None and best["best_epoch"] is not None else None,
-            str(best["outcome"]) if best is not None else None))
+            best["outcome"].label if best is not None else None))
     note = None
     if len(choices) < 2:
         note = f"The sweep tried only {col[len('config/'):]} = {choices[0].choice}: nothing to compare."

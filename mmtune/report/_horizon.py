@@ -7,9 +7,10 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from mmtune._num import is_finite
 from mmtune.metrics import frame_to_pixel255
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
-from mmtune.report._load import Experiment, as_dict, finite
+from mmtune.report._load import Experiment
 from mmtune.report._plot import empty_figure, model_colors
 
 _TITLE = "Test error against horizon, best trial of each model"
@@ -32,7 +33,7 @@ class HorizonInfo(NamedTuple):
 
 
 def _floats(x: object) -> list[float] | None:
-    if not isinstance(x, list) or not x or not all(finite(v) for v in x):
+    if not isinstance(x, list) or not x or not all(is_finite(v) for v in x):
         return None
     return [float(v) for v in x]
 
@@ -42,7 +43,8 @@ def get_horizon_info(exp: Experiment) -> HorizonInfo:
     lines: dict[str, HorizonLine] = {}
     notes: list[str] = []
     for model in exp.models:
-        test = as_dict(exp.test_metrics.get(model, {}).get("test"))
+        tested = exp.test_metrics.get(model)
+        test = (tested.test if tested else None) or {}
         frame = _floats(test.get("mse_frame_per_step"))
         if frame is None:
             notes.append(f"{model}: no per-step test MSE (not tested, or no completed trial).")

@@ -8,9 +8,11 @@ from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 
+from mmtune._num import as_finite, is_finite
 from mmtune.metrics import frame_to_pixel255, pixel255_to_frame
 from mmtune.metrics.baselines import BASELINES, Verdict, verdict
-from mmtune.report._load import Experiment, as_dict, finite, trial_table
+from mmtune.report._load import Experiment, trial_table
+from mmtune.search.experiment import BestConfig, Outcome, TestResult
 
 MSE_FRAME_LABEL = "MSE/frame (OpenSTL, [0,1], sum over 64×64)"
 MSE_PIXEL_LABEL = "MSE/pixel (0–255)"
@@ -58,13 +60,13 @@ class LeaderRow(NamedTuple):
 
     rank: int
     trial_id: str
-    outcome: str
+    outcome: Outcome | None  # None: only best_configs.json knows of the trial
     best_epoch: int | None
     epochs: int
     val: dict[str, float]  # METRICS keys, at the best epoch
     test: dict[str, float] | None  # METRICS keys; only for the trial whose checkpoint was tested
     params: dict[str, Any]  # the searched parameters (config/ columns without the prefix)
-    trial_config: dict[str, Any] | None  # the full nested config, where best_configs.json has it
+    trial_config: dict[str, Any] | None  # the full nested config, where best_configs.json has it (its best trial)
 
 
 class LeaderboardInfo(NamedTuple):
@@ -112,25 +114,22 @@ class BaselineInfo(NamedTuple):
 
 def get_baseline_info(exp: Experiment) -> BaselineInfo:
     """Read baselines.json's test split; compare every tested model's test mse_frame with its best."""
-    split = as_dict(as_dict(exp.baselines.get("splits")).get("test"))
-    metrics = {k: as_dict(v) for k, v in as_dict(split.get("metrics")).items()}
-    notes: list[str] = []
-    if not metrics:
-        notes.append("No baselines (baselines.json is missing or has no test split): the models' numbers "
-                     "cannot be set beside a blank or mean frame.")
-        return BaselineInfo([], None, {}, notes)
-    descriptions = {**BASELINES, **as_dict(exp.baselines.get("descriptions"))}
-    clean = {k: {m: _num(v.get(m)) for m, _ in METRICS} for k, v in metrics.items()}
-    best = min((k for k in clean if finite(clean[k]["mse_frame"])), key=lambda k: clean[k]["mse_frame"], default="")
+    base = exp.baselines
+    split = base.splits.get("test") if base else None
+    if base is None or split is None or not split.metrics:
+        return BaselineInfo([], None, {}, ["No baselines (baselines.json is missing or has no test split): the "
+                                           "models' numbers cannot be set beside a blank or mean frame."])
+    descriptions = {**BASELINES, **base.descriptions}
+    clean = {k: {m: as_finite(v.get(m)) for m, _ in METRICS} for k, v in split.metrics.items()}
+    best = min((k for k in clean if is_finite(clean[k]["mse_frame"])), key=lambda k: clean[k]["mse_frame"], default="")
     rows = [BaselineRow(k, str(descriptions.get(k, "")), clean[k], k == best)
-            for k in sorted(clean, key=lambda k: (not finite(clean[k]["mse_frame"]), clean[k]["mse_frame"]))]
+            for k in sorted(clean, key=lambda k: (not is_finite(clean[k]["mse_frame"]), clean[k]["mse_frame"]))]
     verdicts = {}
     for model in exp.models:
-        test = _test_metrics(exp.test_metrics.get(model) or {})
-        if finite(test["mse_frame"]):
+        test = _test_metrics(exp.test_metrics.get(model))
+        if is_finite(test["mse_frame"]):
             verdicts[model] = verdict(test["mse_frame"], clean)
-    size = split.get("size")
-    return BaselineInfo(rows, int(float(size)) if size is not None and finite(size) else None, verdicts, notes)
+    return BaselineInfo(rows, split.size, verdicts, [])
 
 
 class ReferenceInfo(NamedTuple):
@@ -140,14 +139,11 @@ class ReferenceInfo(NamedTuple):
     notes: list[str]
 
 
-def _num(x: Any) -> float:
-    return float(x) if finite(x) else math.nan
-
-
-def _test_metrics(entry: dict[str, Any]) -> dict[str, float]:
-    test = as_dict(entry.get("test"))
-    out = {k: _num(test.get(k)) for k, _ in METRICS}
-    if not finite(out["mse_pixel255"]) and finite(out["mse_frame"]):
+def _test_metrics(entry: TestResult | None) -> dict[str, float]:
+    """METRICS of a test result (NaN where absent; per-pixel MSE converted from per-frame if need be)."""
+    test = (entry.test if entry is not None else None) or {}
+    out = {k: as_finite(test.get(k)) for k, _ in METRICS}
+    if not is_finite(out["mse_pixel255"]) and is_finite(out["mse_frame"]):
         out["mse_pixel255"] = frame_to_pixel255(out["mse_frame"])
     return out
 
@@ -161,38 +157,14 @@ def get_leaderboard_info(exp: Experiment, k: int = 5) -> LeaderboardInfo:
     notes: list[str] = []
     models: dict[str, list[LeaderRow]] = {}
     for model in exp.models:
+        tested, best = exp.test_metrics.get(model), exp.best_configs.get(model)
         g = trials[trials["model"] == model].sort_values("best_val_mse", na_position="last", kind="stable")
-        tested = exp.test_metrics.get(model, {})
-        tested_id = str(tested.get("trial_id", exp.best_configs.get(model, {}).get("trial_id", "")))
-        rows: list[LeaderRow] = []
-        for rank, (_, t) in enumerate(g.iterrows(), start=1):
-            if not finite(t["best_val_mse"]):
-                continue
-            if rank > k and t["trial_id"] != tested_id:
-                continue
-            val = {m: _num(t.get(col)) for m, col in _VAL_COLUMNS.items()}
-            if not finite(val["mse_pixel255"]) and finite(val["mse_frame"]):
-                val["mse_pixel255"] = frame_to_pixel255(val["mse_frame"])
-            params = {c[len("config/"):]: t[c] for c in g.columns if c.startswith("config/") and _present(t[c])}
-            best = exp.best_configs.get(model, {})
-            is_tested = t["trial_id"] == tested_id
-            rows.append(LeaderRow(
-                rank=rank, trial_id=t["trial_id"], outcome=t["outcome"],
-                best_epoch=None if t["best_epoch"] is None or not finite(t["best_epoch"]) else int(t["best_epoch"]),
-                epochs=int(t["epochs"]), val=val,
-                test=_test_metrics(tested) if is_tested and tested else None,
-                params=params,
-                trial_config=_trial_config(best) if str(best.get("trial_id", "")) == t["trial_id"] else None,
-            ))
-        if not rows and model in exp.best_configs:
-            # No per-epoch results, but the sweep did record a best config: list it alone.
-            best = exp.best_configs[model]
+        rows = _ranked(g, k, tested, best)
+        if not rows and best is not None:  # no per-epoch results, but the sweep did record a best config
             val = {m: math.nan for m, _ in METRICS}
-            val["mse_frame"] = _num(best.get("val_mse"))
-            val["mse_pixel255"] = _num(best.get("val_mse_pixel255"))
-            rows.append(LeaderRow(1, str(best.get("trial_id", "?")), "?", best.get("best_epoch"), 0, val,
-                                  _test_metrics(tested) if tested else None, dict(best.get("params") or {}),
-                                  _trial_config(best)))
+            val.update(mse_frame=as_finite(best.val_mse), mse_pixel255=as_finite(best.val_mse_pixel255))
+            rows.append(LeaderRow(1, best.trial_id, None, best.best_epoch, 0, val,
+                                  _test_metrics(tested) if tested else None, dict(best.params), best.config))
         if not rows:
             notes.append(f"{model}: no trial with a finite val MSE, nothing to rank.")
         elif not tested:
@@ -201,10 +173,25 @@ def get_leaderboard_info(exp: Experiment, k: int = 5) -> LeaderboardInfo:
     return LeaderboardInfo(k=k, models=models, notes=notes)
 
 
-def _trial_config(best: dict[str, Any]) -> dict[str, Any] | None:
-    """The full nested config of a best_configs.json entry (`trial_config`, or `config` as the sweep names it)."""
-    cfg = best.get("trial_config", best.get("config"))
-    return cfg if isinstance(cfg, dict) else None
+def _ranked(g: Any, k: int, tested: TestResult | None, best: BestConfig | None) -> list[LeaderRow]:
+    """The top `k` rows of one model's trial table `g` (sorted), and its tested trial wherever it ranks."""
+    tested_id = tested.trial_id if tested else (best.trial_id if best else "")
+    rows: list[LeaderRow] = []
+    for rank, (_, t) in enumerate(g.iterrows(), start=1):
+        if not is_finite(t["best_val_mse"]) or (rank > k and t["trial_id"] != tested_id):
+            continue
+        val = {m: as_finite(t.get(col)) for m, col in _VAL_COLUMNS.items()}
+        if not is_finite(val["mse_pixel255"]) and is_finite(val["mse_frame"]):
+            val["mse_pixel255"] = frame_to_pixel255(val["mse_frame"])
+        params = {c[len("config/"):]: t[c] for c in g.columns if c.startswith("config/") and _present(t[c])}
+        rows.append(LeaderRow(
+            rank=rank, trial_id=t["trial_id"], outcome=t["outcome"],
+            best_epoch=None if t["best_epoch"] is None or not is_finite(t["best_epoch"]) else int(t["best_epoch"]),
+            epochs=int(t["epochs"]), val=val,
+            test=_test_metrics(tested) if tested and t["trial_id"] == tested_id else None, params=params,
+            trial_config=best.config if best is not None and best.trial_id == t["trial_id"] else None,
+        ))
+    return rows
 
 
 def _present(x: Any) -> bool:
@@ -221,24 +208,22 @@ def get_reference_info(exp: Experiment) -> ReferenceInfo:
             notes.append(f"{model}: not tested (no completed trial or no test_metrics.json entry).")
             continue
         test = _test_metrics(entry)
-        if not finite(test["mse_frame"]):
+        if not is_finite(test["mse_frame"]):
             notes.append(f"{model}: its test MSE is not a finite number.")
             continue
-        best = exp.best_configs.get(model, {})
-        train = as_dict(as_dict(_trial_config(best)).get("train"))
-        epoch = best.get("best_epoch")
-        planned = train.get("epochs")
-        epochs = f"best at epoch {epoch}" if epoch is not None else "?"
-        if planned is not None:
-            epochs += f" of {planned}"
-        rows.append(ReferenceRow(f"{model} (this sweep)", f"this sweep, trial {entry.get('trial_id', '?')}",
+        best = exp.best_configs.get(model)
+        epochs = "?"
+        if best is not None:
+            planned = (best.config.get("train") or {}).get("epochs")
+            epochs = f"best at epoch {best.best_epoch}" + (f" of {planned}" if planned is not None else "")
+        rows.append(ReferenceRow(f"{model} (this sweep)", f"this sweep, trial {entry.trial_id}",
                                  epochs, test["mse_pixel255"], test["mse_frame"], True, "ours"))
     for r in REFERENCES:
         rows.append(ReferenceRow(r.label, f"{r.source} (reported as {r.unit})", str(r.epochs),
                                  r.mse_pixel255, r.mse_frame, False, "published"))
     base = get_baseline_info(exp)
     for b in base.rows:
-        if finite(b.test["mse_frame"]):
+        if is_finite(b.test["mse_frame"]):
             rows.append(ReferenceRow(f"baseline: {b.name}", f"no training: {b.description} (this sweep's test split)",
                                      "0", b.test["mse_pixel255"], b.test["mse_frame"], False, "baseline"))
     return ReferenceInfo(rows=rows, notes=notes + base.notes)

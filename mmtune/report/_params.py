@@ -17,8 +17,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
-from mmtune.report._load import STOPPED_EARLY, Experiment, trial_table
+from mmtune.report._load import Experiment, trial_table
 from mmtune.report._plot import empty_figure
+from mmtune.search.experiment import Outcome
 
 _LOG_RATIO = 100.0  # a positive parameter spanning this factor or more is drawn (and sampled) in log10
 _UNSET = "(unset)"
@@ -209,7 +210,7 @@ def get_importance_info(exp: Experiment, model: str) -> ImportanceInfo:
                                                       value=float(t["best_val_mse"])))
         except ValueError:  # a value outside a distribution taken from study.db: skip that trial
             continue
-    n_asha = int((trials["outcome"] == STOPPED_EARLY).sum())
+    n_asha = int((trials["outcome"] == Outcome.STOPPED_EARLY).sum())
     caveat = (f" {n_asha} of the {len(trials)} trials were stopped early by ASHA and enter with the best value "
               "they reached on their shorter budget." if n_asha else "")
     if len(trials) < _FEW_TRIALS:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from mmtune.report._load import OUTCOMES, Experiment, as_dict, finite, trial_table
+from mmtune._num import is_finite
+from mmtune.report._load import Experiment, trial_table
+from mmtune.search.experiment import Outcome
+
+_STATUS_NOTES = {
+    "running": "The sweep is still running: this report is a snapshot and will change.",
+    "interrupted": "The sweep was interrupted before it finished: trials it had not run are missing.",
+    "unknown": "There is no sweep.json: whether the sweep finished is unknown.",
+}
 
 
 class SummaryInfo(NamedTuple):
@@ -18,7 +27,7 @@ class SummaryInfo(NamedTuple):
     models: list[str]
     trials_per_model: dict[str, int]
     trials: int
-    outcomes: dict[str, int]  # outcome label -> number of trials, every label in OUTCOMES
+    outcomes: dict[Outcome, int]  # number of trials, every Outcome
     trial_hours: float  # sum over trials of their wall time (NaN if no timing was recorded)
     cpu_hours: float  # trial_hours x CPUs per trial (NaN if unknown)
     gpu_hours: float  # trial_hours x GPUs per trial (NaN if unknown)
@@ -29,97 +38,63 @@ class SummaryInfo(NamedTuple):
     versions: dict[str, Any]
     hosts: list[str]
     models_without_result: list[str]  # families with no trial that produced a finite val MSE
+    started: str | None  # ISO 8601, as sweep.json has it
+    ended: str | None
     notes: list[str]
 
 
-def _timestamp(x: Any) -> float | None:
-    """Seconds since the epoch from a float or an ISO-8601 string (None if neither)."""
-    if finite(x):
-        return float(x)
-    if isinstance(x, str):
-        try:
-            return datetime.fromisoformat(x).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def sweep_time(sweep: dict[str, Any], which: str) -> Any:
-    """sweep.json's start or end time, under any of the names it has used (None if absent)."""
-    names = ("start", "started", "start_time") if which == "start" else ("end", "ended", "end_time", "finished")
-    for n in names:
-        if sweep.get(n):
-            return sweep[n]
-    runs = sweep.get("runs")
-    if isinstance(runs, list) and runs and isinstance(runs[0 if which == "start" else -1], dict):
-        run = runs[0 if which == "start" else -1]
-        return next((run[n] for n in names if run.get(n)), None)
-    return None
+def _timestamp(iso: str) -> float:
+    """Seconds since the epoch of sweep.json's times (NaN if unreadable)."""
+    try:
+        return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return math.nan
 
 
 def get_summary_info(exp: Experiment) -> SummaryInfo:
     """Count trials by outcome and add up their cost."""
     trials = trial_table(exp.results)
-    sweep = exp.sweep
-    notes: list[str] = []
-    status = str(sweep.get("status") or "unknown")
-    if status == "running":
-        notes.append("The sweep is still running: this report is a snapshot and will change.")
-    elif status == "interrupted":
-        notes.append("The sweep was interrupted before it finished: trials it had not run are missing.")
-    elif status == "unknown":
-        notes.append("sweep.json gives no status: whether the sweep finished is unknown.")
-
-    outcomes = {o: 0 for o in OUTCOMES}
-    for o in trials["outcome"]:
-        outcomes[o] += 1
-    res = as_dict(sweep.get("resources_per_trial"))
-    args = as_dict(sweep.get("args"))
-    if not res:  # older sweep.json: the --cpus/--gpus-per-trial arguments
-        res = {k: args.get(f"{k}s_per_trial") for k in ("cpu", "gpu") if f"{k}s_per_trial" in args}
-    resources = {k: float(v) for k, v in res.items() if finite(v)}
+    meta = exp.sweep
+    status = meta.status if meta else "unknown"
+    notes = [_STATUS_NOTES[status]] if status in _STATUS_NOTES else []
+    counts = Counter(trials["outcome"])
+    resources = {"cpu": float(meta.effective.cpus_per_trial), "gpu": float(meta.effective.gpus_per_trial)} if meta else {}
     trial_hours = float(trials["hours"].sum(skipna=True)) if trials["hours"].notna().any() else math.nan
-    cpu_hours = trial_hours * resources["cpu"] if "cpu" in resources else math.nan
-    gpu_hours = trial_hours * resources["gpu"] if "gpu" in resources else math.nan
     if not resources:
-        notes.append("sweep.json gives no resources_per_trial: CPU/GPU-hours are unknown (trial-hours shown).")
-
-    wall = float(sweep["wall_seconds"]) if finite(sweep.get("wall_seconds")) else math.nan
-    start = _timestamp(sweep_time(sweep, "start"))
-    if not finite(wall) and start is not None:
-        end = _timestamp(sweep_time(sweep, "end")) or time.time()
-        wall = end - start
+        notes.append("Without sweep.json the resources per trial are unknown: CPU/GPU-hours too (trial-hours shown).")
+    wall = math.nan
+    if meta is not None and is_finite(meta.wall_seconds):
+        wall = float(meta.wall_seconds)  # type: ignore[arg-type]
+    elif meta is not None:
+        wall = time.time() - _timestamp(meta.started)
         if status == "running":
             notes.append("Wall time is counted up to when this report was built.")
-
     with_result = set(trials.loc[trials["best_val_mse"].notna(), "model"])
     models = exp.models
     without = [m for m in models if m not in with_result and m not in exp.best_configs]
     for m in without:
         n = int((trials["model"] == m).sum())
         notes.append(f"{m}: no completed trial ({n} trial{'s' * (n != 1)} ran, none produced a finite val MSE).")
-    hosts = sorted({str(h) for h in trials.get("hostname", []) if isinstance(h, str) and h})
-    effective = as_dict(sweep.get("effective"))
-    planned = sweep.get("num_trials", effective.get("samples"))
-    hardware = dict(sweep.get("hardware") or {})
-    versions = dict(sweep.get("versions") or hardware.pop("versions", None) or {})
-    hardware.pop("versions", None)
+    hardware = dict(meta.hardware) if meta else {}
+    versions = dict(hardware.pop("versions", None) or {})
     return SummaryInfo(
         name=exp.name,
         status=status,
         models=models,
         trials_per_model={m: int((trials["model"] == m).sum()) for m in models},
         trials=len(trials),
-        outcomes=outcomes,
+        outcomes={o: counts[o] for o in Outcome},
         trial_hours=trial_hours,
-        cpu_hours=cpu_hours,
-        gpu_hours=gpu_hours,
+        cpu_hours=trial_hours * resources["cpu"] if resources else math.nan,
+        gpu_hours=trial_hours * resources["gpu"] if resources else math.nan,
         resources_per_trial=resources,
         wall_seconds=wall,
-        num_trials_planned=int(planned) if planned is not None and finite(planned) else None,
+        num_trials_planned=meta.effective.samples if meta else None,
         hardware=hardware,
         versions=versions,
-        hosts=hosts,
+        hosts=sorted({str(h) for h in trials.get("hostname", []) if isinstance(h, str) and h}),
         models_without_result=without,
+        started=meta.started if meta else None,
+        ended=meta.ended if meta else None,
         notes=notes,
     )

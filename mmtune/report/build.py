@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mmtune._hardware import gpu_name
 from mmtune._io import atomic_write_bytes
+from mmtune._num import is_finite
 from mmtune.report._curves import draw_curves, get_curves_info
 from mmtune.report._flow import draw_flow, get_flow_info
 from mmtune.report._frames import animation_gif, get_frames_info, strip_png
@@ -24,9 +25,10 @@ from mmtune.report._leaderboard import (
     get_leaderboard_info,
     get_reference_info,
 )
-from mmtune.report._load import OUTCOMES, Experiment, finite, load_experiment
+from mmtune.report._load import Experiment, load_experiment
 from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
-from mmtune.report._summary import SummaryInfo, get_summary_info, sweep_time
+from mmtune.report._summary import SummaryInfo, get_summary_info
+from mmtune.search.experiment import Outcome, as_json
 
 _DIGITS = {"mse_frame": 2, "mse_pixel255": 1, "mae_frame": 2, "ssim": 4, "psnr": 2}
 
@@ -48,11 +50,11 @@ def _resolve_out(exp: Experiment, out: str | Path | None) -> Path:
 
 
 def _hours(x: float) -> str:
-    return "unknown" if not finite(x) else f"{x:.3f} h"
+    return "unknown" if not is_finite(x) else f"{x:.3f} h"
 
 
 def _duration(seconds: float) -> str:
-    if not finite(seconds):
+    if not is_finite(seconds):
         return "unknown"
     s = int(round(seconds))
     return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s ({seconds:.0f} s)"
@@ -63,7 +65,7 @@ def _summary_html(s: SummaryInfo, exp: Experiment) -> str:
     banner = f'<div class="banner {cls}">Sweep status: {esc(s.status)}</div>'
     models = ", ".join(f"{esc(m)} ({s.trials_per_model.get(m, 0)} trials)" for m in s.models) or "none recorded"
     planned = f" of {s.num_trials_planned} planned" if s.num_trials_planned is not None else ""
-    outcome_text = ", ".join(f"{esc(o)}: {n}" for o, n in s.outcomes.items() if n) or "none"
+    outcome_text = ", ".join(f"{esc(o.label)}: {n}" for o, n in s.outcomes.items() if n) or "none"
     res = ", ".join(f"{k} {v:g}" for k, v in s.resources_per_trial.items()) or "unknown"
     gpu = gpu_name(s.hardware)
     device = "GPU" if gpu else "CPU"
@@ -75,19 +77,19 @@ def _summary_html(s: SummaryInfo, exp: Experiment) -> str:
         ["Models searched", models],
         ["Trials run", f"{s.trials}{planned}"],
         ["Outcomes", outcome_text],
-        ["Stopped early by ASHA", str(s.outcomes[OUTCOMES[1]])],
-        ["Failed / diverged", f"{s.outcomes[OUTCOMES[3]]} failed, {s.outcomes[OUTCOMES[2]]} diverged (NaN)"],
+        ["Stopped early by ASHA", str(s.outcomes[Outcome.STOPPED_EARLY])],
+        ["Failed / diverged", f"{s.outcomes[Outcome.FAILED]} failed, {s.outcomes[Outcome.DIVERGED]} diverged (NaN)"],
         ["Resources per trial", res],
         ["Trial-hours (sum of trial wall times)", _hours(s.trial_hours)],
         ["CPU-hours", _hours(s.cpu_hours)],
         ["GPU-hours", _hours(s.gpu_hours)],
         ["Sweep wall time", _duration(s.wall_seconds)],
-        ["Started / ended", f"{esc(sweep_time(exp.sweep, 'start') or '?')} / "
-                            f"{esc(sweep_time(exp.sweep, 'end') or ('not yet' if s.status == 'running' else '?'))}"],
+        ["Started / ended", f"{esc(s.started or '?')} / "
+                            f"{esc(s.ended or ('not yet' if s.status == 'running' else '?'))}"],
     ]
     hw = table(["hardware", "value"], [[esc(k), esc(v)] for k, v in s.hardware.items()]) if s.hardware else ""
     vers = table(["package", "version"], [[esc(k), esc(v)] for k, v in s.versions.items()]) if s.versions else ""
-    args = {k: v for k, v in exp.sweep.items() if k not in ("hardware", "versions", "space")}
+    args = {k: v for k, v in as_json(exp.sweep).items() if k != "hardware"} if exp.sweep else {}
     extra = details("sweep arguments (sweep.json)", args) if args else ""
     extra += details("search space", exp.space) if exp.space else ""
     return (banner + table("", rows) + notes_list(s.notes)
@@ -118,7 +120,7 @@ def _leaderboard_html(info: LeaderboardInfo) -> str:
         for r in rows:
             test = r.test or {}
             cfg = details("full trial config", r.trial_config) if r.trial_config else ""
-            body.append([str(r.rank), esc(r.trial_id), esc(r.outcome),
+            body.append([str(r.rank), esc(r.trial_id), esc(r.outcome.label if r.outcome else "?"),
                          f"{r.best_epoch if r.best_epoch is not None else '—'} / {r.epochs or '—'}"]
                         + [num(r.val.get(m), _DIGITS[m]) for m, _ in METRICS]
                         + [num(test.get(m), _DIGITS[m]) for m, _ in METRICS]
@@ -203,8 +205,8 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     path = _resolve_out(exp, out)
     figs: list[str] = []
 
-    def fig(f: object) -> str:
-        figs.append(f"fig-{len(figs)}")
+    def fig(f: object, panel: str) -> str:
+        figs.append(f"fig-{panel}")  # the panel's name: tests look figures up by it
         return figure_div(f, figs[-1])  # type: ignore[arg-type]
 
     summary = get_summary_info(exp)
@@ -219,9 +221,9 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     body.append("<h2>Leaderboard</h2>" + _leaderboard_html(get_leaderboard_info(exp, top_k))
                 + "<h3>Trivial baselines (no training)</h3>" + _baselines_html(base))
     ref = get_reference_info(exp)
-    body.append("<h2>Best test MSE beside published numbers</h2>" + fig(draw_reference(ref)) + _reference_html(ref))
+    body.append("<h2>Best test MSE beside published numbers</h2>" + fig(draw_reference(ref), "reference") + _reference_html(ref))
     curves = get_curves_info(exp)
-    body.append("<h2>Learning curves</h2>" + fig(draw_curves(curves)) + notes_list(curves.notes))
+    body.append("<h2>Learning curves</h2>" + fig(draw_curves(curves), "curves") + notes_list(curves.notes))
     body.append("<h2>Hyperparameters against val MSE</h2><p class=\"note\">Per model: the search space is "
                 "conditional, so parameters of different families are never mixed. Importances are Optuna's "
                 "(PED-ANOVA, else fANOVA) on a study rebuilt from results.parquet with each trial's best val MSE "
@@ -230,14 +232,14 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     for model in exp.models:
         par, imp = get_parallel_info(exp, model), get_importance_info(exp, model)
         # An empty figure shows its note itself; below a drawn one the note is a caveat.
-        body.append(f"<h3>{esc(model)}</h3>" + fig(draw_parallel(par))
+        body.append(f"<h3>{esc(model)}</h3>" + fig(draw_parallel(par), f"parallel-{model}")
                     + notes_list([par.note] if par.note and par.axes else [])
-                    + fig(draw_importance(imp)) + notes_list([imp.note] if imp.note and imp.importances else []))
+                    + fig(draw_importance(imp), f"importance-{model}") + notes_list([imp.note] if imp.note and imp.importances else []))
     hz = get_horizon_info(exp)
-    body.append("<h2>Error against horizon</h2>" + fig(draw_horizon(hz)) + notes_list(hz.notes))
+    body.append("<h2>Error against horizon</h2>" + fig(draw_horizon(hz), "horizon") + notes_list(hz.notes))
     body.append("<h2>Predicted frames</h2>" + _frames_html(exp))
     flow = get_flow_info(exp)
-    body.append("<h2>Flow against no flow</h2>" + fig(draw_flow(flow)) + notes_list([flow.note] if flow.note else []))
+    body.append("<h2>Flow against no flow</h2>" + fig(draw_flow(flow), "flow") + notes_list([flow.note] if flow.note else []))
     body.append(f'<p class="note">Built by <code>mmtune report</code> on {time.strftime("%Y-%m-%d %H:%M:%S")} '
                 f"in {time.perf_counter() - t0:.1f} s from {esc(exp.path.resolve())}; {len(figs)} figures.</p>")
     return atomic_write_bytes(page(f"mmtune report: {exp.name}", "\n".join(body)).encode("utf-8"), path)

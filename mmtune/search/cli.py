@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any, NoReturn
 
+from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS, help_text
 from mmtune.search.sweep import DEFAULT_SAMPLES, DEFAULT_SPACE, DEFAULT_STORAGE, SweepArgs
 
 HELP = "hyperparameter sweep: Ray Tune over an Optuna search space, ASHA early stopping"
@@ -32,11 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"search-space YAML (default {DEFAULT_SPACE}: a small all-models sweep)")
     p.add_argument("--samples", type=int, metavar="N",
                    help=f"number of trials (default: the space's sweep.samples, else {DEFAULT_SAMPLES})")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
-                   help="asha: stop bad trials early on val_mse, one rung step per epoch; fifo: run all "
-                        "to the end (default asha)")
-    p.add_argument("--sampler", choices=("tpe", "random", "cmaes"), default="tpe",
-                   help="Optuna sampler, seeded by --seed (default tpe: multivariate TPE, constant liar)")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default=DEFAULT_SCHEDULER,
+                   help=help_text(SCHEDULERS, DEFAULT_SCHEDULER))
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                   help=help_text(SAMPLERS, DEFAULT_SAMPLER, "Optuna sampler, seeded by --seed: "))
     p.add_argument("--protocol", metavar="NAME",
                    help="a named budget over the space's data and epochs: reference (8,000/1,000/1,000 clips, "
                         "5 epochs, batch 16; the reference report's). --max-epochs overrides its epochs "

@@ -2,22 +2,21 @@
 
 Ray's API has moved several times (`tune.run` -> `Tuner`, `session` -> `tune.report`), so every
 `ray` call lives here; the rest of mmtune sees plain dataclasses (`TuneSettings` in,
-`TuneOutcome` out). Trials run `train_fn`, a thin wrapper around `mmtune.training.loop.Trainer`.
+`TuneOutcome` out). Trials run `train_fn`, a thin wrapper around `mmtune.training.loop.Trainer`;
+what a trial reports each epoch is built by `mmtune.search.trial_log.TrialLog`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import posixpath
 import re
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,14 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
+from mmtune.search.algorithms import get_sampler, get_scheduler
+from mmtune.search.experiment import CheckpointRef, ClusterInfo, Outcome, TrialRecord, classify, is_uri
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
+from mmtune.search.trial_log import METRIC, TB_DIR, TrialLog
 
-METRIC, MODE = "val_mse", "min"
+MODE = "min"
 STATE_FILE = "state.pt"  # inside each Ray checkpoint directory, written by Trainer.save (sha256 beside it)
-TB_DIR = "tensorboard"
-# What a diverged trial reports as its objective: finite (ASHA's rung percentiles turn inf into
-# NaN cutoffs, Optuna rejects NaN) and far above any real per-frame MSE (at most 64*64 = 4096).
-DIVERGED_VAL_MSE = 1.0e9
 TERMINAL = ("TERMINATED", "ERROR")
 # Checkpoint folders kept per trial: the best by val_mse and the latest. Ray never deletes the
 # latest and keeps `num_to_keep` best ones besides it, so num_to_keep=1 gives these two (with
@@ -64,8 +61,8 @@ class TuneSettings:
     storage: str  # absolute local path or a URI
     study_db: str  # local path of the Optuna SQLite study
     samples: int
-    scheduler: str  # asha | fifo
-    sampler: str  # tpe | random | cmaes
+    scheduler: str  # a name in mmtune.search.algorithms.SCHEDULERS
+    sampler: str  # a name in mmtune.search.algorithms.SAMPLERS
     seed: int
     max_epochs: int
     grace_period: int
@@ -78,28 +75,6 @@ class TuneSettings:
 
 
 @dataclass
-class TrialRecord:
-    """One Ray trial as read back from the experiment: every reported row, its status and checkpoints."""
-
-    trial_id: str
-    status: str
-    config: dict[str, Any]
-    rows: list[dict[str, Any]]
-    error: str | None
-    path: str
-    checkpoints: list[CheckpointRef] = field(default_factory=list)  # those Ray kept (best + latest)
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    """A kept checkpoint: where it is, the metrics it was reported with, and Ray's handle to fetch it."""
-
-    path: str
-    metrics: dict[str, Any]
-    handle: Any = None
-
-
-@dataclass
 class TuneOutcome:
     """What the sweep left: its trials; `interrupted` when it stopped before every trial ended."""
 
@@ -107,82 +82,24 @@ class TuneOutcome:
     interrupted: bool
 
 
-@dataclass(frozen=True)
-class ClusterInfo:
-    """Resources of the Ray cluster this driver is connected to."""
-
-    address: str | None
-    cpus: float
-    gpus: float
-    nodes: int
-    max_node_cpus: float
-    max_node_gpus: float
-
-
 # -- the trainable --------------------------------------------------------------------------
 
 
 def train_fn(config: dict[str, Any], run: RunSpec) -> None:
-    """One trial: build its TrialConfig, resume from Tune's checkpoint, report once per epoch."""
-    import torch
-    from tensorboardX import SummaryWriter
-
-    from mmtune.strips import strip_array
+    """One trial: build its Trainer, resume from Tune's checkpoint, report once per epoch."""
     from mmtune.training.loop import Trainer
 
-    torch.set_num_threads(max(1, int(run.cpus_per_trial)))
-    for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created" every epoch is noise
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet(run.cpus_per_trial)
     trial = run.space.trial_config(config, run.train_overrides)
-    trainer = Trainer(trial, progress=False)
-    note = ""
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:  # a checkpoint of another config fails the trial; an unreadable one fails over
+    trainer, note, ctx = Trainer(trial, progress=False), "", tune.get_context()
+    if (ckpt := tune.get_checkpoint()) is not None:  # another config's fails the trial; an unreadable one fails over
         trainer, note = resume_or_fail_over(trainer, ckpt, lambda: Trainer(trial, progress=False),
-                                            f"trial {tune.get_context().get_trial_id()}")
-        if note:
-            print_err(f"mmtune search: {note}")
-    resumed_from = trainer.epoch
-    node = {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
-            "node_id": ray.get_runtime_context().get_node_id()}
-    writer = SummaryWriter(os.path.join(tune.get_context().get_trial_dir(), TB_DIR))
-    t_fn = time.perf_counter()
-    train_total = 0.0
+                                            f"trial {ctx.get_trial_id()}")
+    log = TrialLog(trial, os.path.join(ctx.get_trial_dir(), TB_DIR), _node(), trainer.epoch, note, run.image_every)
 
-    def on_epoch(result, tr) -> None:
-        nonlocal train_total
-        train_total += result.train_seconds
-        diverged = result.status == "diverged"
-        v = result.val
-        metrics = {  # the first four numbers are the columns of Ray's progress table
-            METRIC: DIVERGED_VAL_MSE if diverged else as_finite(v.get("mse_frame", math.nan)),
-            "epoch": result.epoch,
-            "train_loss": as_finite(result.train_loss),
-            "val_ssim": as_finite(v.get("ssim", math.nan)),
-            "val_mse_raw": as_finite(v.get("mse_frame", math.nan)),
-            "val_mse_pixel255": as_finite(v.get("mse_pixel255", math.nan)),
-            "val_mae": as_finite(v.get("mae_frame", math.nan)),
-            "val_psnr": as_finite(v.get("psnr", math.nan)),
-            "epochs_planned": trial.train.epochs,
-            "train_seconds": result.train_seconds,
-            "epoch_seconds": result.seconds,
-            "train_seconds_total": train_total,
-            "fn_seconds": time.perf_counter() - t_fn,
-            "resumed_from_epoch": resumed_from,
-            "resume_note": note,  # "" unless Ray's checkpoint was unusable: what the trial did instead
-            "diverged": diverged,
-            "model": trial.model,
-            **node,
-        }
-        writer.add_scalar("train/loss", metrics["train_loss"], result.epoch)
-        for key in ("val_mse_raw", "val_mse_pixel255", "val_mae", "val_ssim", "val_psnr"):
-            writer.add_scalar(f"val/{key.removeprefix('val_').removesuffix('_raw')}", metrics[key], result.epoch)
-        if not diverged and (result.epoch % run.image_every == 0 or result.epoch in (1, trial.train.epochs)):
-            inputs, truth, pred = tr.predict("val", n=1)
-            writer.add_image("val/prediction", strip_array(inputs[0], truth[0], pred[0]), result.epoch,
-                             dataformats="HW")
-        writer.flush()
-        if diverged:  # no checkpoint: the weights are NaN, and the best/last ones stay kept
+    def on_epoch(result: Any, tr: Any) -> None:
+        metrics = log.epoch(result, tr)
+        if metrics["diverged"]:  # no checkpoint: the weights are NaN, and the best/last ones stay kept
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -190,7 +107,22 @@ def train_fn(config: dict[str, Any], run: RunSpec) -> None:
             tune.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
     trainer.fit(on_epoch)
-    writer.flush()  # not close(): tensorboardX closes again at exit and would fail on a closed file
+    log.close()
+
+
+def _quiet(cpus: float) -> None:
+    """A trial's torch threads (its CPUs), and Ray's per-epoch "Checkpoint successfully created" silenced."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _node() -> dict[str, Any]:
+    """Where this trial runs, for its rows."""
+    return {"node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+            "node_id": ray.get_runtime_context().get_node_id()}
 
 
 def resume_or_fail_over(trainer: Any, ckpt: Checkpoint, fresh: Callable[[], Any], who: str) -> tuple[Any, str]:
@@ -204,7 +136,8 @@ def resume_or_fail_over(trainer: Any, ckpt: Checkpoint, fresh: Callable[[], Any]
         who: how the note names the trial.
 
     Returns:
-        The trainer to go on with, and a one-line note of what was done ("" when `ckpt` loaded).
+        The trainer to go on with, and a one-line note of what was done ("" when `ckpt` loaded),
+        which is also printed on stderr.
 
     Raises:
         MMTuneError: the checkpoint was trained with another config than the trial's.
@@ -221,8 +154,15 @@ def resume_or_fail_over(trainer: Any, ckpt: Checkpoint, fresh: Callable[[], Any]
             continue
         if i == 0:
             return trainer, ""
-        return trainer, f"{who}: {problem}; failed over to {_name(c)} (epoch {trainer.epoch}), its previous checkpoint"
-    return fresh(), f"{who}: {problem}; no older checkpoint of it loads, so it is retrained from epoch 0"
+        return trainer, _said(f"{who}: {problem}; failed over to {_name(c)} (epoch {trainer.epoch}), "
+                              f"its previous checkpoint")
+    return fresh(), _said(f"{who}: {problem}; no older checkpoint of it loads, so it is retrained from epoch 0")
+
+
+def _said(note: str) -> str:
+    """`note`, also printed on the console (the driver's log shows it)."""
+    print_err(f"mmtune search: {note}")
+    return note
 
 
 _CHECKPOINT_DIR = re.compile(r"checkpoint_\d+")
@@ -323,19 +263,14 @@ class RecordingOptunaSearch(OptunaSearch):
         if result:
             self._record(trial_id, result)
             epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-            planned = int(result.get("epochs_planned", epoch))
-            diverged = bool(result.get("diverged", False))
+            outcome = classify("ERROR" if error else "TERMINATED", bool(result.get("diverged", False)), epoch,
+                               int(result.get("epochs_planned", epoch)))
             ot.set_user_attr("value_epoch", epoch)  # the epoch whose val_mse Optuna is told
-            ot.set_user_attr("diverged", diverged)
-            ot.set_user_attr("stopped_early", not error and not diverged and epoch < planned)
+            ot.set_user_attr("diverged", outcome is Outcome.DIVERGED)
+            ot.set_user_attr("stopped_early", outcome is Outcome.STOPPED_EARLY)
 
 
 # -- cluster --------------------------------------------------------------------------------
-
-
-def is_uri(path: str) -> bool:
-    """True for storage like s3://bucket/x or gs://..., False for a local path."""
-    return "://" in path and not path.startswith("file://")
 
 
 def _check_reachable(address: str) -> None:
@@ -404,21 +339,13 @@ def can_restore(exp_path: str) -> bool:
 # -- the sweep ------------------------------------------------------------------------------
 
 
-def _sampler(settings: TuneSettings):
-
-    if settings.sampler == "tpe":
-        startup = min(10, max(2, settings.samples // 3))
-        return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup, multivariate=True,
-                                          group=True, constant_liar=True)
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    if settings.sampler == "cmaes":
-        import importlib.util
-
-        if importlib.util.find_spec("cmaes") is None:
-            raise MMTuneError("--sampler cmaes needs the cmaes package (pip install cmaes); or use tpe / random")
-        return optuna.samplers.CmaEsSampler(seed=settings.seed, warn_independent_sampling=False)
-    raise MMTuneError(f"--sampler must be tpe, random or cmaes, got {settings.sampler!r}")
+def _scheduler(settings: TuneSettings) -> TrialScheduler:
+    if not get_scheduler(settings.scheduler).rungs:
+        return FIFOScheduler()
+    # Rungs count our own "epoch", not Ray's training_iteration: a trial that fell back to an
+    # older checkpoint (resume_or_fail_over) repeats epochs, and Ray's counter would run ahead.
+    return ASHAScheduler(time_attr="epoch", max_t=settings.max_epochs, grace_period=settings.grace_period,
+                         reduction_factor=settings.reduction_factor)
 
 
 def trial_name(trial: Any) -> str:
@@ -456,40 +383,16 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     sweep's own driver wrote those files into its own experiment folder, and mmtune never ships
     them; trial checkpoints, which people do pass around, load as plain data (`load_checkpoint`).
     """
-    exp_path = _join(settings.storage, settings.name)
+    exp_path = experiment_path(settings.storage, settings.name)
     if resume:
         tuner = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec),
                                    resume_unfinished=True, resume_errored=True)
     else:
-        import optuna
-
-        searcher = RecordingOptunaSearch(
-            space=Suggest(spec.space), metric=METRIC, mode=MODE, sampler=_sampler(settings),
-            storage=optuna.storages.RDBStorage(f"sqlite:///{settings.study_db}"), study_name=settings.name,
-        )
-        # model.weights: each trial's family is fixed in advance (define-by-run spaces ignore Ray's
-        # points_to_evaluate, so through Optuna's own queue); the sampler fills in the rest.
-        plan = spec.space.model_plan(settings.samples)
-        study: Any = searcher._ot_study  # created by OptunaSearch.__init__, since a space is given
-        if plan and study is None:
-            raise MMTuneError("OptunaSearch created no study; model.weights cannot be applied")
-        for model in plan:
-            study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
-        scheduler: TrialScheduler
-        if settings.scheduler == "asha":
-            # Rungs count our own "epoch", not Ray's training_iteration: a trial that fell back to an
-            # older checkpoint (resume_or_fail_over) repeats epochs, and Ray's counter would run ahead.
-            scheduler = ASHAScheduler(
-                time_attr="epoch", max_t=settings.max_epochs,
-                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
-            )
-        else:
-            scheduler = FIFOScheduler()
         tuner = tune.Tuner(
             _trainable(settings, spec),
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent),
-                scheduler=scheduler, num_samples=settings.samples, reuse_actors=False,
+                search_alg=ConcurrencyLimiter(_searcher(settings, spec), max_concurrent=settings.max_concurrent),
+                scheduler=_scheduler(settings), num_samples=settings.samples, reuse_actors=False,
                 metric=METRIC, mode=MODE, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
             ),
             run_config=_run_config(settings),
@@ -503,14 +406,26 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     return _outcome(grid, settings.samples, interrupted)
 
 
-def read_results(settings: TuneSettings, spec: RunSpec) -> TuneOutcome:
-    """Read an existing experiment back without running anything."""
-    exp_path = _join(settings.storage, settings.name)
-    grid = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec)).get_results()
-    return _outcome(grid, settings.samples, False)
+def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
+    """OptunaSearch over the space, its study in SQLite, with the planned model of each trial queued."""
+    searcher = RecordingOptunaSearch(
+        space=Suggest(spec.space), metric=METRIC, mode=MODE,
+        sampler=get_sampler(settings.sampler).build(settings.seed, settings.samples),
+        storage=optuna.storages.RDBStorage(f"sqlite:///{settings.study_db}"), study_name=settings.name,
+    )
+    # model.weights: each trial's family is fixed in advance (define-by-run spaces ignore Ray's
+    # points_to_evaluate, so through Optuna's own queue); the sampler fills in the rest.
+    plan = spec.space.model_plan(settings.samples)
+    study: Any = searcher._ot_study  # created by OptunaSearch.__init__, since a space is given
+    if plan and study is None:
+        raise MMTuneError("OptunaSearch created no study; model.weights cannot be applied")
+    for model in plan:
+        study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
+    return searcher
 
 
-def _join(storage: str, name: str) -> str:
+def experiment_path(storage: str, name: str) -> str:
+    """Where Ray keeps the experiment `name` under `storage` (a local path or a URI)."""
     return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage) / name)
 
 

@@ -1,10 +1,13 @@
-"""A synthetic experiment directory, shaped like the one run_search.py writes, for the report tests."""
+"""A synthetic experiment directory, written through mmtune.search.experiment as run_search.py writes it,
+for the report tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -13,50 +16,105 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+
+from mmtune.metrics.baselines import BASELINES, verdict
+from mmtune.metrics.units import UNITS
+from mmtune.search.experiment import (
+    BASELINES_FILE,
+    BEST_CONFIGS_FILE,
+    PREDICTIONS_DIR,
+    RESULTS_FILE,
+    SPACE_FILE,
+    SWEEP_FILE,
+    TEST_METRICS_FILE,
+    Baselines,
+    BestConfig,
+    ClusterInfo,
+    EffectiveSettings,
+    Prediction,
+    RunRecord,
+    SplitBaselines,
+    SweepMeta,
+    TestResult,
+    TrialRecord,
+    results_frame,
+    trial_counts,
+    write_baselines,
+    write_best_configs,
+    write_prediction,
+    write_results,
+    write_sweep,
+    write_test_metrics,
+)
+from mmtune.search.spaces import parse_space
+from mmtune.search.sweep import SweepArgs
+from mmtune.search.trial_log import DIVERGED_VAL_MSE
 
 NAN = math.nan
 ITER_S = 10.0  # time_this_iter_s of every synthetic epoch
+EPOCHS = 3  # every trial's budget: a TERMINATED trial with fewer epochs was stopped early by ASHA
+SPACE = """
+model: {choices: [simple_lstm, conv_lstm, conv_tau]}
+shared: {lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}, epochs: 3}
+models:
+  simple_lstm: {preset: small, hidden: {type: categorical, choices: [32, 64, 128]}}
+  conv_lstm: {preset: small, kernel_size: {type: categorical, choices: [3, 5]}}
+  conv_tau: {preset: small, N_T: {type: int, low: 2, high: 8}, flow: {type: categorical, choices: [none, farneback]}}
+data: {train_size: 64, val_size: 32, test_size: 64}
+"""
 
-# (trial_id, model, status, stopped_early, diverged, val_mse per epoch, params)
-TRIALS: list[tuple[str, str, str, bool, bool, list[float], dict[str, Any]]] = [
-    ("s1", "simple_lstm", "TERMINATED", False, False, [80.0, 60.0, 55.0], {"lr": 1e-3, "simple_lstm.hidden": 64}),
-    ("s2", "simple_lstm", "TERMINATED", False, False, [90.0, 70.0, 58.0], {"lr": 1e-2, "simple_lstm.hidden": 128}),
-    ("s3", "simple_lstm", "TERMINATED", True, False, [120.0], {"lr": 1e-4, "simple_lstm.hidden": 32}),
-    # conv_lstm: no completed trial (one crashed, one went NaN at its first epoch).
-    ("l1", "conv_lstm", "ERROR", False, False, [NAN], {"lr": 1e-3, "conv_lstm.layers": 2}),
-    ("l2", "conv_lstm", "TERMINATED", False, True, [NAN], {"lr": 5e-2, "conv_lstm.layers": 3}),
-    ("t1", "conv_tau", "TERMINATED", False, False, [50.0, 40.0, 30.0], {"lr": 1e-3, "conv_tau.N_T": 4,
-                                                                         "conv_tau.flow": "none"}),
-    ("t2", "conv_tau", "TERMINATED", False, False, [45.0, 35.0, 28.0], {"lr": 3e-3, "conv_tau.N_T": 8,
-                                                                         "conv_tau.flow": "farneback"}),
-    ("t3", "conv_tau", "TERMINATED", True, False, [70.0], {"lr": 1e-4, "conv_tau.N_T": 2, "conv_tau.flow": "none"}),
-    ("t4", "conv_tau", "TERMINATED", False, True, [60.0, 52.0, NAN], {"lr": 1e-1, "conv_tau.N_T": 6,
-                                                                       "conv_tau.flow": "farneback"}),
+# (trial_id, model, Ray's status, val_mse per epoch (NaN: it diverged there), params)
+TRIALS: list[tuple[str, str, str, list[float], dict[str, Any]]] = [
+    ("s1", "simple_lstm", "TERMINATED", [80.0, 60.0, 55.0], {"lr": 1e-3, "simple_lstm.hidden": 64}),
+    ("s2", "simple_lstm", "TERMINATED", [90.0, 70.0, 58.0], {"lr": 1e-2, "simple_lstm.hidden": 128}),
+    ("s3", "simple_lstm", "TERMINATED", [120.0], {"lr": 1e-4, "simple_lstm.hidden": 32}),  # ASHA stopped it
+    # conv_lstm: no completed trial (one crashed before its first epoch, one went NaN at its first).
+    ("l1", "conv_lstm", "ERROR", [], {"lr": 1e-3, "conv_lstm.kernel_size": 3}),
+    ("l2", "conv_lstm", "TERMINATED", [NAN], {"lr": 5e-2, "conv_lstm.kernel_size": 5}),
+    ("t1", "conv_tau", "TERMINATED", [50.0, 40.0, 30.0], {"lr": 1e-3, "conv_tau.N_T": 4, "conv_tau.flow": "none"}),
+    ("t2", "conv_tau", "TERMINATED", [45.0, 35.0, 28.0], {"lr": 3e-3, "conv_tau.N_T": 8,
+                                                          "conv_tau.flow": "farneback"}),
+    ("t3", "conv_tau", "TERMINATED", [70.0], {"lr": 1e-4, "conv_tau.N_T": 2, "conv_tau.flow": "none"}),
+    ("t4", "conv_tau", "TERMINATED", [60.0, 52.0, NAN], {"lr": 1e-1, "conv_tau.N_T": 6,
+                                                         "conv_tau.flow": "farneback"}),
 ]
 BEST = {"simple_lstm": ("s1", 3, 55.0), "conv_tau": ("t2", 3, 28.0)}
 TEST_MSE = {"simple_lstm": 57.0, "conv_tau": 29.5}
 # Test-split baselines: simple_lstm (57.0) loses to the best of them, conv_tau (29.5) beats it.
 BASELINE_MSE = {"blank": 40.0, "mean_frame": 35.0, "last_frame": 60.0, "input_mean": 50.0}
+SAMPLES = 12  # planned (sweep.json's effective.samples); TRIALS are the ones that ran
+STARTED = "2026-11-20T10:00:00+0000"
+HARDWARE = {"cpu": "Synthetic CPU", "cores": 2, "logical_cpus": 2, "memory_gb": 8.0, "gpu": None,
+            "platform": "Linux", "versions": {"python": "3.11.7", "torch": "2.9", "ray": "2.60", "optuna": "5.0"}}
 
 
-def _rows() -> list[dict[str, Any]]:
-    params = sorted({p for t in TRIALS for p in t[6]})
-    rows = []
-    for tid, model, status, early, diverged, vals, ps in TRIALS:
-        for epoch, v in enumerate(vals, start=1):
-            row: dict[str, Any] = {
-                "trial_id": tid, "model": model, "epoch": epoch, "val_mse": v,
-                "val_mse_pixel255": v * 65025 / 4096, "val_mae": v * 2.5, "val_ssim": 0.5 + 1 / (1 + v),
-                "val_psnr": 30.0 - v / 10, "train_loss": v / 4096,
-                "status": status, "stopped_early": early, "diverged": diverged and not math.isfinite(v),
-                "error": "RuntimeError: CUDA out of memory" if status == "ERROR" else None,
-                "node_ip": "10.0.0.1", "hostname": "test-host", "time_this_iter_s": ITER_S,
-                "train_seconds": ITER_S * epoch, "config/model": model,
-            }
-            for p in params:
-                row[f"config/{p}"] = ps.get(p, NAN if not p.endswith("flow") else None)
-            rows.append(row)
-    return rows
+def _ray_row(tid: str, model: str, epoch: int, v: float, params: dict[str, Any], number: int) -> dict[str, Any]:
+    """One row as Ray records it: TrialLog's metrics, Ray's own columns, the flattened config."""
+    config = {"model": model, "optuna_trial": number, **params}
+    diverged = not math.isfinite(v)
+
+    def nan_if(x: float) -> float:  # a diverged epoch's metrics are NaN
+        return NAN if diverged else x
+
+    return {
+        "val_mse": DIVERGED_VAL_MSE if diverged else v, "epoch": epoch, "train_loss": nan_if(v / 4096),
+        "val_ssim": nan_if(0.5 + 1 / (1 + v)), "val_mse_raw": v, "val_mse_pixel255": nan_if(v * 65025 / 4096),
+        "val_mae": nan_if(v * 2.5), "val_psnr": nan_if(30.0 - v / 10), "epochs_planned": EPOCHS,
+        "train_seconds": ITER_S, "epoch_seconds": ITER_S, "train_seconds_total": ITER_S * epoch,
+        "fn_seconds": ITER_S * epoch + 1, "resumed_from_epoch": 0, "resume_note": "", "diverged": diverged,
+        "model": model, "node_ip": "10.0.0.1", "hostname": "test-host", "node_id": "n1",
+        "time_this_iter_s": ITER_S, "time_total_s": ITER_S * epoch + 1, "training_iteration": epoch,
+        "timestamp": 1_700_000_000 + epoch, "trial_id": tid,
+        **{f"config/{k}": value for k, value in config.items()},
+    }
+
+
+def _trials() -> list[TrialRecord]:
+    return [TrialRecord(tid, status, {"model": model, "optuna_trial": i, **ps},
+                        [_ray_row(tid, model, e, v, ps, i) for e, v in enumerate(vals, start=1)],
+                        "RuntimeError: CUDA out of memory" if status == "ERROR" else None, f"/x/trial_{tid}")
+            for i, (tid, model, status, vals, ps) in enumerate(TRIALS)]
 
 
 def _test_block(mse: float) -> dict[str, Any]:
@@ -66,41 +124,57 @@ def _test_block(mse: float) -> dict[str, Any]:
             "ssim_per_step": [0.9 - k / 50 for k in range(10)]}
 
 
+def _sweep_meta(exp: Path, status: str, df: pd.DataFrame) -> SweepMeta:
+    started = STARTED if status != "running" else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - 600))
+    args = SweepArgs(space="synthetic.yaml", samples=SAMPLES, cpus_per_trial=2.0, storage=str(exp.parent),
+                     name=exp.name, report=False)
+    meta = SweepMeta(
+        name=exp.name, models=("simple_lstm", "conv_lstm", "conv_tau"), args=args.to_dict(),
+        effective=EffectiveSettings(SAMPLES, EPOCHS, 1, 2, 1, 2.0, 0.0, {"seed": 0, "device": "cpu"}),
+        space="synthetic.yaml", space_copy=SPACE_FILE, storage=str(exp.parent), exp_dir=str(exp),
+        cluster=ClusterInfo(None, 2.0, 0.0, 1, 2.0, 0.0), hardware=HARDWARE,
+        started=started, runs=(RunRecord(started, False),), status="running",
+    )
+    if status == "running":
+        return meta
+    ended = "2026-11-20T11:00:00+0000"
+    return dataclasses.replace(meta, status=status, ended=ended, wall_seconds=3600.0, tune_seconds=3500.0,
+                               runs=(RunRecord(STARTED, False, ended, 3600.0, status),), **trial_counts(df))
+
+
 def write_experiment(root: Path, *, status: str = "completed", missing: tuple[str, ...] = ()) -> Path:
-    """Write a synthetic EXP under `root`; `missing` names files (or 'predictions') to leave out."""
+    """Write a synthetic EXP under `root` through mmtune.search.experiment, as a sweep does;
+    `missing` names files (or 'predictions') to leave out."""
     exp = root / "synthetic-sweep"
     exp.mkdir(parents=True, exist_ok=True)
-    if "results.parquet" not in missing:
-        pd.DataFrame(_rows()).to_parquet(exp / "results.parquet")
-    if "best_configs.json" not in missing:
-        best = {m: {"trial_id": tid, "params": next(t[6] for t in TRIALS if t[0] == tid),
-                    "trial_config": {"model": m, "model_cfg": {"hidden": 64}, "train": {"epochs": 3, "lr": 1e-3},
-                                     "data": {"train_size": 64}},
-                    "best_epoch": ep, "val_mse": v, "val_mse_pixel255": v * 65025 / 4096,
-                    "checkpoint": f"trials/{tid}/best.pt"} for m, (tid, ep, v) in BEST.items()}
-        (exp / "best_configs.json").write_text(json.dumps(best))
-    if "test_metrics.json" not in missing:
-        tm = {m: {"trial_id": BEST[m][0], "test": _test_block(v)} for m, v in TEST_MSE.items()}
-        (exp / "test_metrics.json").write_text(json.dumps(tm))
-    if "baselines.json" not in missing:
-        base = {"train_mean": 0.05, "splits": {"test": {"size": 64, "metrics": {
-            k: _test_block(v) for k, v in BASELINE_MSE.items()}}}}
-        (exp / "baselines.json").write_text(json.dumps(base))
-    if "predictions" not in missing:
-        (exp / "predictions").mkdir(exist_ok=True)
+    (exp / SPACE_FILE).write_text(SPACE)
+    space = parse_space(yaml.safe_load(SPACE), "synthetic.yaml")
+    df = results_frame(_trials())
+    if RESULTS_FILE not in missing:
+        write_results(exp, df)
+    params = {t[0]: t[4] for t in TRIALS}
+    if BEST_CONFIGS_FILE not in missing:
+        write_best_configs(exp, {m: BestConfig(
+            tid, params[tid], space.trial_config({"model": m, **params[tid]}).to_dict(), ep, v, v * 65025 / 4096, 0.6,
+            optuna_trial=next(i for i, t in enumerate(TRIALS) if t[0] == tid),
+            checkpoint=f"{exp}/trial_{tid}/checkpoint_{ep - 1:06d}", checkpoint_epoch=ep)
+            for m, (tid, ep, v) in BEST.items()})
+    base = {k: _test_block(v) for k, v in BASELINE_MSE.items()}
+    if TEST_METRICS_FILE not in missing:
+        write_test_metrics(exp, {m: TestResult(
+            BEST[m][0], _test_block(v), BEST[m][1], f"{exp}/trial_{BEST[m][0]}/checkpoint_{BEST[m][1] - 1:06d}",
+            BEST[m][2], 64, dict(UNITS), verdict(v, base)._asdict()) for m, v in TEST_MSE.items()})
+    if BASELINES_FILE not in missing:
+        write_baselines(exp, Baselines(0.05, dict(BASELINES), {"val": SplitBaselines(32, base),
+                                                                "test": SplitBaselines(64, base)}))
+    if PREDICTIONS_DIR not in missing:
         rng = np.random.default_rng(0)
-        for m in BEST:
+        for m, (tid, ep, _) in BEST.items():
             truth = rng.random((2, 10, 64, 64), dtype=np.float32)
-            np.savez(exp / "predictions" / f"{m}.npz", inputs=rng.random((2, 10, 64, 64), dtype=np.float32),
-                     truth=truth, pred=np.clip(truth + 0.1, 0, 1))
-    if "sweep.json" not in missing:
-        sweep = {"name": "synthetic-sweep", "space": {"models": ["simple_lstm", "conv_lstm", "conv_tau"]},
-                 "start": "2026-11-20T10:00:00", "end": None if status == "running" else "2026-11-20T11:00:00",
-                 "wall_seconds": None if status == "running" else 3600.0, "status": status, "num_trials": 12,
-                 "hardware": {"logical_cpus": 2, "gpu": None}, "versions": {"torch": "2.9", "ray": "2.60",
-                                                                        "optuna": "5.0"},
-                 "resources_per_trial": {"cpu": 2, "gpu": 0}}
-        (exp / "sweep.json").write_text(json.dumps(sweep))
+            pred = Prediction(rng.random((2, 10, 64, 64), dtype=np.float32), truth, np.clip(truth + 0.1, 0, 1))
+            write_prediction(exp, m, pred, tid, ep)
+    if SWEEP_FILE not in missing:
+        write_sweep(exp, _sweep_meta(exp, status, df))
     return exp
 
 
@@ -131,11 +205,12 @@ class _Balance(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.stack: list[str] = []
         self.errors: list[str] = []
-        self.plot_divs = 0
+        self.plot_ids: list[str] = []  # the id of every plotly figure's div
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if dict(attrs).get("class", "") and "plotly-graph-div" in (dict(attrs).get("class") or ""):
-            self.plot_divs += 1
+        a = dict(attrs)
+        if "plotly-graph-div" in (a.get("class") or ""):
+            self.plot_ids.append(str(a.get("id")))
         if tag not in _VOID:
             self.stack.append(tag)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -15,9 +16,13 @@ from mmtune.report._flow import draw_flow, get_flow_info
 from mmtune.report._frames import animation_gif, get_frames_info, strip_png
 from mmtune.report._horizon import draw_horizon, get_horizon_info
 from mmtune.report._leaderboard import REFERENCES, get_baseline_info, get_leaderboard_info, get_reference_info
-from mmtune.report._load import COMPLETED, DIVERGED, FAILED, STOPPED_EARLY, load_experiment, trial_table
+from mmtune.report._load import load_experiment, trial_table
 from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
 from mmtune.report._summary import get_summary_info
+from mmtune.search.experiment import SWEEP_FILE, Outcome
+
+COMPLETED, DIVERGED, FAILED = Outcome.COMPLETED, Outcome.DIVERGED, Outcome.FAILED
+STOPPED_EARLY = Outcome.STOPPED_EARLY
 
 # --- records --------------------------------------------------------------------------------------
 
@@ -39,11 +44,14 @@ def test_summary_counts_and_cost(make_exp, synthetic):
     assert s.models == ["simple_lstm", "conv_lstm", "conv_tau"]
     assert s.trials == len(TRIALS) == 9
     assert s.outcomes[STOPPED_EARLY] == 2 and s.outcomes[DIVERGED] == 2 and s.outcomes[FAILED] == 1
-    assert s.outcomes[COMPLETED] == 4
-    epochs = sum(len(t[5]) for t in TRIALS)
+    assert s.outcomes[COMPLETED] == 4 and sum(s.outcomes.values()) == len(TRIALS)
+    epochs = sum(len(t[3]) for t in TRIALS)
     assert s.trial_hours == pytest.approx(epochs * ITER_S / 3600)
+    assert s.resources_per_trial == {"cpu": 2.0, "gpu": 0.0}  # sweep.json's effective settings
     assert s.cpu_hours == pytest.approx(2 * s.trial_hours) and s.gpu_hours == 0.0
-    assert s.wall_seconds == 3600.0 and s.status == "completed"
+    assert s.wall_seconds == 3600.0 and s.status == "completed" and s.num_trials_planned == synthetic.SAMPLES
+    assert s.versions == synthetic.HARDWARE["versions"] and "versions" not in s.hardware  # under hardware
+    assert (s.started, s.ended) == (synthetic.STARTED, "2026-11-20T11:00:00+0000")
     assert s.models_without_result == ["conv_lstm"]
     assert any("conv_lstm: no completed trial" in n for n in s.notes)
 
@@ -119,7 +127,9 @@ def test_curves_mark_asha_and_diverged(make_exp):
     names = [tr.name for tr in fig.data if tr.showlegend is not False]
     assert any("ASHA" in (n or "") for n in names) and any("diverged" in (n or "") for n in names)
     dashed = [tr for tr in fig.data if tr.mode == "lines+markers" and tr.line.dash == "dash" and tr.x[0] is not None]
-    assert len(dashed) == 2  # s3 and t3
+    # the dashed curves are those of the trials ASHA stopped, by name in their hover
+    assert sorted(t.trial_id for t in info.traces for tr in dashed if f" {t.trial_id} (" in tr.hovertemplate) \
+        == sorted(t.trial_id for t in info.traces if t.outcome == STOPPED_EARLY) == ["s3", "t3"]
 
 
 def test_params_and_importance(make_exp):
@@ -145,12 +155,14 @@ def test_horizon_flow_frames(make_exp):
     exp = load_experiment(make_exp())
     hz = get_horizon_info(exp)
     assert set(hz.lines) == {"simple_lstm", "conv_tau"} and len(hz.lines["conv_tau"].mse_frame) == 10
-    assert len(draw_horizon(hz).data) == 4
+    # each tested model has a line in the MSE panel (x) and in the SSIM panel (x2)
+    assert sorted((tr.name, tr.xaxis) for tr in draw_horizon(hz).data) == [
+        ("conv_tau", "x"), ("conv_tau", "x2"), ("simple_lstm", "x"), ("simple_lstm", "x2")]
     flow = get_flow_info(exp)
     assert flow.param == "conv_tau.flow" and flow.model == "conv_tau"
     best = {c.choice: c.best_val_mse for c in flow.choices}
     assert best == {"farneback": 28.0, "none": 30.0} and flow.note is None  # both best at epoch 3
-    assert len(draw_flow(flow).data) == 1
+    assert [list(tr.x) for tr in draw_flow(flow).data] == [["farneback", "none"]]  # one bar per choice
     fr = get_frames_info(exp, "conv_tau")
     assert fr is not None and fr.pred.shape == (10, 64, 64)
     assert strip_png(fr)[:8] == b"\x89PNG\r\n\x1a\n"
@@ -209,7 +221,7 @@ def test_nothing_usable_raises_one_line(tmp_path):
     with pytest.raises(MMTuneError, match="not a sweep"):
         build_report(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "sweep.json").write_text("[]")
+    (tmp_path / "bad" / "results.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(MMTuneError, match="nothing usable"):
         build_report(tmp_path / "bad")
 
@@ -222,8 +234,10 @@ def test_html_is_self_contained_and_balanced(make_exp, check_html):
     assert out == default_out(exp) == exp / "report.html"
     p = check_html(out)
     text = out.read_text()
-    # 1 reference + 1 curves + 2 per model (3 models) + 1 horizon + 1 flow
-    assert p.plot_divs == 10 == text.count("Plotly.newPlot")
+    models = load_experiment(exp).models
+    panels = {"reference", "curves", "horizon", "flow"} | {f"{k}-{m}" for m in models for k in ("parallel", "importance")}
+    assert sorted(p.plot_ids) == sorted(f"fig-{name}" for name in panels)  # each panel once, by its name
+    assert sorted(re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', text)) == sorted(p.plot_ids)  # each one drawn
     assert text.count("data:image/png;base64,") >= 2 and text.count("data:image/gif;base64,") == 2
     for label in ("MSE/frame (OpenSTL, [0,1], sum over 64×64)", "MSE/pixel (0–255)",
                   "Colonna &amp; Manganaro 2023", "stopped early (ASHA)", "conv_lstm: no completed trial"):
@@ -252,23 +266,34 @@ def test_cli(make_exp, tmp_path):
     assert bad.stderr.startswith("mmtune: error:") and bad.stderr.count("\n") == 1, bad.stderr
 
 
-def test_sweep_json_as_run_search_writes_it(make_exp):
-    """run_search.py's own layout: versions under hardware, started/ended, --cpus-per-trial, space.yaml."""
+@pytest.mark.parametrize("sweep,expected", [
+    # the layout before schema 1 (run_search.py wrote it until the schema module)
+    ({"name": "old", "status": "completed", "started": "2026-12-01T18:10:25+0000", "args": {}}, "no schema version"),
+    ({"schema": 99, "name": "future"}, "has schema 99; this mmtune reads schema 1 only"),
+    ([], "no schema version"),
+])
+def test_older_or_foreign_experiment_is_one_clear_error(make_exp, tmp_path, sweep, expected):
     import json
 
     exp = make_exp()
-    (exp / "sweep.json").write_text(json.dumps({
-        "name": "synthetic-sweep", "status": "completed", "space": "search_spaces/smoke.yaml",
-        "space_copy": "space.yaml", "started": "2026-12-01T18:10:25+0000", "ended": "2026-12-01T18:15:00+0000",
-        "args": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}, "effective": {"samples": 8},
-        "hardware": {"logical_cpus": 2, "gpu": None, "versions": {"torch": "2.14", "ray": "2.60.0"}},
-    }))
-    (exp / "space.yaml").write_text("model: {choices: [conv_tau, simple_lstm, conv_lstm]}\n")
-    s = get_summary_info(load_experiment(exp))
-    assert s.models == ["conv_tau", "simple_lstm", "conv_lstm"]
-    assert s.resources_per_trial == {"cpu": 1.0, "gpu": 0.0} and s.cpu_hours == pytest.approx(s.trial_hours)
-    assert s.versions == {"torch": "2.14", "ray": "2.60.0"} and "versions" not in s.hardware
-    assert s.wall_seconds == 275.0 and s.num_trials_planned == 8
+    (exp / SWEEP_FILE).write_text(json.dumps(sweep))
+    with pytest.raises(MMTuneError, match=expected):
+        build_report(exp, tmp_path / "r.html")
+    bad = _mmtune("report", str(exp), "--out", str(tmp_path / "cli.html"))
+    assert bad.returncode == 2 and not (tmp_path / "cli.html").exists()
+    assert bad.stderr.count("\n") == 1 and expected in bad.stderr and "run the sweep again" in bad.stderr, bad.stderr
+
+
+def test_sweep_json_is_checked_by_its_schema(make_exp, tmp_path):
+    """A schema-1 sweep.json with a key the schema does not have is noted by name, not silently used."""
+    import json
+
+    exp = make_exp()
+    meta = json.loads((exp / SWEEP_FILE).read_text())
+    (exp / SWEEP_FILE).write_text(json.dumps({**meta, "resources_per_trial": {"cpu": 8}}))
+    e = load_experiment(exp)
+    assert e.sweep is None and any("unknown keys ['resources_per_trial']" in n for n in e.notes)
+    assert "unknown keys" in build_report(exp, tmp_path / "r.html").read_text()
 
 
 def test_flow_note_when_budgets_differ(make_exp):
@@ -281,4 +306,4 @@ def test_flow_note_when_budgets_differ(make_exp):
     df.to_parquet(exp / "results.parquet")
     flow = get_flow_info(load_experiment(exp))
     assert {c.choice: c.best_epoch for c in flow.choices} == {"farneback": 2, "none": 3}
-    assert flow.note is not None and "different epochs" in flow.note and STOPPED_EARLY in flow.note
+    assert flow.note is not None and "different epochs" in flow.note and STOPPED_EARLY.label in flow.note

@@ -33,34 +33,49 @@ def test_mmtune_search_is_the_same_entry() -> None:
     assert "--reduction-factor" in out and "default ./experiments" in out
 
 
+# (args, expected, whether the command gets as far as mmtune's own checks): those that do must not
+# write anything into the storage, whatever the check that refuses them; argparse refuses the others
+# before any of mmtune runs, and a storage of the case's own is not ours to watch.
 BAD = [
-    (["--samples", "many"], "invalid int value"),
-    (["--scheduler", "hyperband"], "invalid choice"),
-    (["--sampler", "grid"], "invalid choice"),
-    (["--bogus"], "unrecognized arguments"),
-    (["--space", "nope.yaml"], "does not exist"),
-    (["--space", "search_spaces/smoke.yaml", "--samples", "0"], "--samples must be a positive integer"),
-    (["--space", "search_spaces/smoke.yaml", "--grace-period", "5"], "exceeds --max-epochs"),
-    (["--space", "search_spaces/smoke.yaml", "--reduction-factor", "1"], "--reduction-factor must be"),
-    (["--resume", "--name", "never-ran"], "no resumable experiment 'never-ran'"),
-    (["--resume"], "--resume needs --name"),
-    (["--storage", "/proc/mmtune-nope"], "not writable"),
-    (["--space", "search_spaces/smoke.yaml", "--address", "127.0.0.1:1"], "no Ray head reachable"),
-    (["--space", "search_spaces/smoke.yaml", "--address", "nohostport"], "must be auto or HOST:PORT"),
-    (["--name", "a/b"], "--name must be a plain folder name"),
+    (["--samples", "many"], "invalid int value", False),
+    (["--scheduler", "hyperband"], "invalid choice", False),
+    (["--sampler", "grid"], "invalid choice", False),
+    (["--bogus"], "unrecognized arguments", False),
+    (["--space", "nope.yaml"], "does not exist", True),
+    (["--space", "search_spaces/smoke.yaml", "--samples", "0"], "--samples must be a positive integer", True),
+    (["--space", "search_spaces/smoke.yaml", "--grace-period", "5"], "exceeds --max-epochs", True),
+    (["--space", "search_spaces/smoke.yaml", "--reduction-factor", "1"], "--reduction-factor must be", True),
+    (["--resume", "--name", "never-ran"], "no resumable experiment 'never-ran'", True),
+    (["--resume"], "--resume needs --name", True),
+    (["--storage", "/proc/mmtune-nope"], "not writable", False),
+    (["--space", "search_spaces/smoke.yaml", "--address", "127.0.0.1:1"], "no Ray head reachable", True),
+    (["--space", "search_spaces/smoke.yaml", "--address", "nohostport"], "must be auto or HOST:PORT", True),
+    (["--name", "a/b"], "--name must be a plain folder name", True),
 ]
 
 
-@pytest.mark.parametrize("args,expected", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_flags_are_one_line_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under `root`."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("args,expected,watched", BAD, ids=[" ".join(a) for a, _, _ in BAD])
+def test_bad_flags_are_one_line_exit_2(tmp_path: Path, args: list[str], expected: str, watched: bool) -> None:
+    storage = tmp_path / "exp"
+    earlier = storage / "earlier"  # an experiment that was there before
+    earlier.mkdir(parents=True)
+    (earlier / "sweep.json").write_text('{"schema": 1, "status": "completed"}\n')
+    (earlier / "results.parquet").write_bytes(b"precious")
     if "--storage" not in args:
-        args = [*args, "--storage", str(tmp_path / "exp")]
+        args = [*args, "--storage", str(storage)]
+    before = _tree(storage)
     proc = _run(*args)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert expected in lines[0]
-    assert not (tmp_path / "exp" / "never-ran").exists()
+    if watched:  # no experiment folder created, nothing of the earlier one changed
+        assert _tree(storage) == before
 
 
 def test_existing_experiment_is_not_overwritten(tmp_path: Path) -> None:

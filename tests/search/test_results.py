@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+from mmtune.search.experiment import CheckpointRef, TrialRecord, results_frame
 from mmtune.search.spaces import parse_space
-from mmtune.search.sweep import best_per_model, results_frame
-from mmtune.search.tune_adapter import DIVERGED_VAL_MSE, CheckpointRef, TrialRecord
+from mmtune.search.sweep import best_per_model
+from mmtune.search.trial_log import DIVERGED_VAL_MSE
 
 SPACE = parse_space({"model": {"choices": ["simple_lstm", "conv_tau"]},
                      "models": {"simple_lstm": {"preset": "small"}, "conv_tau": {"preset": "small"}}}, "t")

@@ -58,6 +58,7 @@ class Case:
     expected: str
     mmtune: bool = False
     offline_raft: bool = False  # an empty TORCH_HOME and no MMTUNE_RAFT_WEIGHTS
+    needs_ray: bool = False  # a sweep refused only once it sees the cluster (or its address)
 
 
 # {S}: the storage folder (holds the experiment "precious" and the broken one "corrupt");
@@ -76,9 +77,12 @@ BAD: dict[str, Case] = {
     "odd_N_S": Case(["--space", "{SPACE:odd_ns.yaml}"], "N_S must be an even number"),
     "bad_flag_value": Case(["--space", SMOKE, "--samples", "0"], "--samples must be a positive integer"),
     "more_gpus_than_cluster": Case(["--space", SMOKE, "--gpus-per-trial", "1"],
-                                   "--gpus-per-trial 1.0 but the largest node of the cluster has 0 GPU(s)"),
-    "unreachable_address": Case(["--space", SMOKE, "--address", "127.0.0.1:1"], "no Ray head reachable"),
-    "malformed_address": Case(["--space", SMOKE, "--address", "headnode"], "must be auto or HOST:PORT"),
+                                   "--gpus-per-trial 1.0 but the largest node of the cluster has 0 GPU(s)",
+                                   needs_ray=True),
+    "unreachable_address": Case(["--space", SMOKE, "--address", "127.0.0.1:1"], "no Ray head reachable",
+                                needs_ray=True),
+    "malformed_address": Case(["--space", SMOKE, "--address", "headnode"], "must be auto or HOST:PORT",
+                              needs_ray=True),
     "resume_missing_experiment": Case(["--resume", "--name", "never-ran"], "no resumable experiment 'never-ran'"),
     "resume_without_name": Case(["--resume"], "--resume needs --name"),
     "existing_name_without_resume": Case(["--space", SMOKE, "--name", "precious"], "already exists"),
@@ -215,8 +219,34 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(name: str, storage: Pa
     assert "Traceback" not in proc.stdout
 
 
-def test_bad_input_table_is_large_enough() -> None:
-    assert len(BAD) >= 15
+@pytest.mark.parametrize("name", [n for n, c in BAD.items() if not c.mmtune and not c.needs_ray])
+def test_bad_sweep_input_is_refused_before_ray_starts(name: str, storage: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process: every sweep input the table refuses is refused by planning, before Ray is started."""
+    import argparse
+    import re
+
+    from mmtune.errors import MMTuneError
+    from mmtune.search import cli, tune_adapter
+
+    case = BAD[name]
+
+    def no_ray(address: str | None) -> None:
+        raise AssertionError(f"{name}: Ray was started before the input was refused")
+
+    monkeypatch.setattr(tune_adapter, "connect", no_ray)
+    monkeypatch.setenv("MMTUNE_CACHE", str(tmp_path / "cache"))
+    if case.offline_raft:
+        monkeypatch.delenv("MMTUNE_RAFT_WEIGHTS", raising=False)
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = [_fill(a, storage, tmp_path) for a in case.args]
+    ns = parser.parse_args(args if "--storage" in args else [*args, "--storage", str(storage)])
+    before = _snapshot(storage)
+    with pytest.raises(MMTuneError, match=re.escape(case.expected)):
+        run_sweep(cli.args_from_namespace(ns))
+    assert _snapshot(storage) == before
 
 
 def test_corrupt_flow_cache_is_detected_and_rebuilt(tmp_path: Path) -> None:
@@ -258,8 +288,9 @@ data: {train_size: 32, val_size: 8, test_size: 8}
 
 
 def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
-    from mmtune.report._load import DIVERGED, load_experiment, trial_table
+    from mmtune.report._load import load_experiment, trial_table
     from mmtune.report._summary import get_summary_info
+    from mmtune.search.experiment import Outcome
 
     space = tmp_path / "diverging.yaml"
     space.write_text(DIVERGING)
@@ -291,9 +322,9 @@ def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
         assert len(list((exp / f"trial_{tid}").glob("checkpoint_*"))) == len(rows) - 1
     # The report: its records count the diverged trial, and the page says so.
     info = get_summary_info(load_experiment(exp))
-    assert info.outcomes[DIVERGED] == len(tau)
+    assert info.outcomes[Outcome.DIVERGED] == len(tau)
     table = trial_table(load_experiment(exp).results)
-    assert set(table.loc[table["outcome"] == DIVERGED, "trial_id"]) == set(tau.index)
+    assert set(table.loc[table["outcome"] == Outcome.DIVERGED, "trial_id"]) == set(tau.index)
     html = (exp / "report.html").read_text()
     assert f"{len(tau)} diverged (NaN)" in html
     # Optuna was told the stand-in value, and the trial is marked.

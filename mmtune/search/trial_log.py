@@ -1,0 +1,90 @@
+"""What a trial reports each epoch: the metric row Ray records (results.parquet's columns) and TensorBoard.
+
+The Ray trainable (`tune_adapter.train_fn`) hands each finished epoch to `TrialLog.epoch` and
+reports the row it returns; this module does not import Ray (where the trial runs is passed in).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from mmtune._num import as_finite
+
+METRIC = "val_mse"  # what Optuna and ASHA minimise
+# What a diverged trial reports as its objective: finite (ASHA's rung percentiles turn inf into
+# NaN cutoffs, Optuna rejects NaN) and far above any real per-frame MSE (at most 64*64 = 4096).
+DIVERGED_VAL_MSE = 1.0e9
+TB_DIR = "tensorboard"  # inside each trial's folder
+# Row key -> the TensorBoard tag of its scalar.
+TB_SCALARS = {"train_loss": "train/loss", "val_mse_raw": "val/mse", "val_mse_pixel255": "val/mse_pixel255",
+              "val_mae": "val/mae", "val_ssim": "val/ssim", "val_psnr": "val/psnr"}
+TB_IMAGE = "val/prediction"
+
+
+class TrialLog:
+    """The per-epoch metric rows of one trial, and its TensorBoard event file.
+
+    Args:
+        trial: the trial's TrialConfig.
+        log_dir: where TensorBoard's events go.
+        node: where the trial runs (node_ip, hostname, node_id), as the adapter learned it.
+        resumed_from: the epoch the trial resumed from (0: from scratch).
+        note: "" unless the checkpoint it was restored from was unusable: what it did instead.
+        image_every: a predicted-frames image every this many epochs (and at the first and last).
+    """
+
+    def __init__(self, trial: Any, log_dir: str, node: dict[str, Any], resumed_from: int = 0, note: str = "",
+                 image_every: int = 2) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.trial, self.node, self.resumed_from, self.note = trial, dict(node), resumed_from, note
+        self.image_every = image_every
+        self.writer = SummaryWriter(log_dir)
+        self.t0 = time.perf_counter()
+        self.train_total = 0.0
+
+    def row(self, result: Any) -> dict[str, Any]:
+        """The metrics of one `EpochResult`; the first four are the columns of Ray's progress table."""
+        self.train_total += result.train_seconds
+        diverged = result.status == "diverged"
+        v = result.val
+        return {
+            METRIC: DIVERGED_VAL_MSE if diverged else as_finite(v.get("mse_frame", math.nan)),
+            "epoch": result.epoch,
+            "train_loss": as_finite(result.train_loss),
+            "val_ssim": as_finite(v.get("ssim", math.nan)),
+            "val_mse_raw": as_finite(v.get("mse_frame", math.nan)),
+            "val_mse_pixel255": as_finite(v.get("mse_pixel255", math.nan)),
+            "val_mae": as_finite(v.get("mae_frame", math.nan)),
+            "val_psnr": as_finite(v.get("psnr", math.nan)),
+            "epochs_planned": self.trial.train.epochs,
+            "train_seconds": result.train_seconds,
+            "epoch_seconds": result.seconds,
+            "train_seconds_total": self.train_total,
+            "fn_seconds": time.perf_counter() - self.t0,
+            "resumed_from_epoch": self.resumed_from,
+            "resume_note": self.note,
+            "diverged": diverged,
+            "model": self.trial.model,
+            **self.node,
+        }
+
+    def epoch(self, result: Any, trainer: Any) -> dict[str, Any]:
+        """The row of a finished epoch, its scalars (and every `image_every` epochs a prediction) logged."""
+        from mmtune.strips import strip_array
+
+        row = self.row(result)
+        for key, tag in TB_SCALARS.items():
+            self.writer.add_scalar(tag, row[key], result.epoch)
+        if not row["diverged"] and (result.epoch % self.image_every == 0
+                                    or result.epoch in (1, self.trial.train.epochs)):
+            inputs, truth, pred = trainer.predict("val", n=1)
+            self.writer.add_image(TB_IMAGE, strip_array(inputs[0], truth[0], pred[0]), result.epoch, dataformats="HW")
+        self.writer.flush()
+        return row
+
+    def close(self) -> None:
+        """Flush, not close: tensorboardX closes again at exit and would fail on a closed file."""
+        self.writer.flush()
