@@ -41,6 +41,36 @@ class SummaryInfo(NamedTuple):
     started: str | None  # ISO 8601, as sweep.json has it
     ended: str | None
     notes: list[str]
+    objective: str = "mse"  # the sweep's --objective
+    budget: str | None = None  # --time-budget planned against used, in words (None without one)
+    warm_start: str | None = None  # where --warm-start came from and what it queued, in words
+
+
+def budget_text(budget: dict[str, Any] | None) -> str | None:
+    """sweep.json's budget record in words: planned, used by the trials, and whether it ended the sweep."""
+    if not budget:
+        return None
+    from mmtune.search.budget import format_duration
+
+    planned = f"{budget.get('budget') or format_duration(budget['budget_s'])} ({budget['budget_s']:.0f} s) planned"
+    if budget.get("used_s") is None:
+        return planned + "; not used up yet (the sweep has not ended)"
+    text = (f"{planned}; the trials used {format_duration(budget['used_s'])} ({budget['used_s']:.0f} s), "
+            f"the whole sweep with its test split {format_duration(budget.get('sweep_s') or 0)}")
+    if budget.get("ended_by_budget"):
+        text += f"; the budget ended the sweep after {budget.get('trials_started')} trials"
+    return text
+
+
+def warm_text(warm: dict[str, Any] | None) -> str | None:
+    """sweep.json's warm-start record in words."""
+    if not warm:
+        return None
+    ids = ", ".join(str(e["trial_id"]) for e in warm.get("enqueued", []))
+    left = warm.get("incompatible", [])
+    return (f"from {warm['source']}: its {warm.get('known', 0)} fitting trials seeded the study, "
+            f"{len(warm.get('enqueued', []))} ran first ({ids})"
+            + (f"; {len(left)} did not fit the space and were left out" if left else ""))
 
 
 def _timestamp(iso: str) -> float:
@@ -97,4 +127,7 @@ def get_summary_info(exp: Experiment) -> SummaryInfo:
         started=meta.started if meta else None,
         ended=meta.ended if meta else None,
         notes=notes,
+        objective=meta.objective if meta else "mse",
+        budget=budget_text(meta.budget) if meta else None,
+        warm_start=warm_text(meta.warm_start) if meta else None,
     )

@@ -83,6 +83,10 @@ def _summary_html(s: SummaryInfo, exp: Experiment) -> str:
         ["Trial-hours (sum of trial wall times)", _hours(s.trial_hours)],
         ["CPU-hours", _hours(s.cpu_hours)],
         ["GPU-hours", _hours(s.gpu_hours)],
+        ["Objective", "val MSE/frame and FLOPs per training sample (multi-objective)" if s.objective == "mse+flops"
+                      else "val MSE/frame"],
+        *([["Time budget", esc(s.budget)]] if s.budget else []),
+        *([["Warm start", esc(s.warm_start)]] if s.warm_start else []),
         ["Sweep wall time", _duration(s.wall_seconds)],
         ["Started / ended", f"{esc(s.started or '?')} / "
                             f"{esc(s.ended or ('not yet' if s.status == 'running' else '?'))}"],

@@ -7,7 +7,15 @@ import sys
 from typing import Any, NoReturn
 
 from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS, help_text
-from mmtune.search.sweep import DEFAULT_SAMPLES, DEFAULT_SPACE, DEFAULT_STORAGE, SweepArgs
+from mmtune.search.sweep import (
+    DEFAULT_OBJECTIVE,
+    DEFAULT_SAMPLES,
+    DEFAULT_SPACE,
+    DEFAULT_STORAGE,
+    OBJECTIVES,
+    SweepArgs,
+)
+from mmtune.search.warm_start import DEFAULT_TOP_K
 
 HELP = "hyperparameter sweep: Ray Tune over an Optuna search space, ASHA early stopping"
 EPILOG = """examples:
@@ -16,6 +24,9 @@ EPILOG = """examples:
   run_search.py --space search_spaces/all_models.yaml --samples 64 --gpus-per-trial 0.25
   run_search.py --address auto --storage s3://bucket/mmtune   # on a running Ray cluster
   run_search.py --resume --name sweep-20260101-120000-ab12    # continue an interrupted sweep
+  run_search.py --time-budget 30m                          # start no trial that would not end in 30 minutes
+  run_search.py --objective mse+flops --scheduler fifo     # the MSE/FLOPs Pareto front (multi-objective)
+  run_search.py --warm-start experiments/sweep-20260101-120000-ab12   # its best configs run first
 """
 
 
@@ -64,6 +75,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="experiment name (default sweep-YYYYmmdd-HHMMSS-xxxx, unique)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted experiment --name (its saved settings; default off)")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default=DEFAULT_OBJECTIVE,
+                   help="; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()) + f" (default {DEFAULT_OBJECTIVE})")
+    p.add_argument("--time-budget", metavar="DURATION",
+                   help="wall time for the trials, e.g. 90s, 30m, 2h, 1h30m: no trial starts that would not end "
+                        "within it (expected: the median trial so far), a trial still running at the budget is "
+                        "stopped at its last checkpoint; the test split and the report come after (default: none, "
+                        "run every trial; on --resume the budget counts again from the resume)")
+    p.add_argument("--warm-start", metavar="EXPERIMENT_DIR",
+                   help="an earlier sweep of the same space (or one its configs fit): its trials seed the Optuna "
+                        "study and its top configs run first; the configs that do not fit are named "
+                        "(default: none, a cold start)")
+    p.add_argument("--warm-start-top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
+                   help=f"how many of --warm-start's best configs run first (default {DEFAULT_TOP_K})")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the HTML report at the end (default: write it when mmtune.report exists)")

@@ -387,6 +387,9 @@ class SweepMeta:
     trial_epochs: int | None = None
     median_trial_overhead_s: float | None = None
     median_trial_seconds: float | None = None
+    objective: str = "mse"  # mse | mse+flops (the sweep's --objective)
+    warm_start: dict[str, Any] | None = None  # warm_start.WarmStart.record(): where from, what was queued
+    budget: dict[str, Any] | None = None  # --time-budget: budget_s, used_s, ended_by_budget, trials_started
     schema: int = SCHEMA
 
 

@@ -57,6 +57,7 @@ from mmtune.search.experiment import (
     write_test_metrics,
 )
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, load_space
+from mmtune.search.warm_start import DEFAULT_TOP_K, WarmStart
 from mmtune.training.checkpoint import checksum_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +65,11 @@ DEFAULT_SPACE = "search_spaces/default.yaml"
 DEFAULT_STORAGE = "./experiments"
 DEFAULT_SAMPLES = 8
 PREDICTION_CLIPS = 4
+# What the search minimises: val MSE alone, or val MSE and FLOPs per training sample together (a
+# multi-objective Optuna study, whose Pareto front the report draws; FIFO only, since ASHA and
+# Optuna's pruning take one metric).
+OBJECTIVES = {"mse": "val MSE per frame", "mse+flops": "val MSE per frame and FLOPs per training sample (FIFO only)"}
+DEFAULT_OBJECTIVE = "mse"
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,10 @@ class SweepArgs:
     report: bool = True
     verbose: int = 1
     protocol: str | None = None  # a named budget (mmtune.training.protocols) over the space's data/epochs
+    objective: str = DEFAULT_OBJECTIVE  # a name in OBJECTIVES
+    warm_start: str | None = None  # an earlier experiment directory whose top configs run first
+    warm_start_top_k: int = DEFAULT_TOP_K
+    time_budget: str | None = None  # a duration such as 30m: no trial starts that would not end within it
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
@@ -119,6 +129,8 @@ class SweepPlan:
     reduction_factor: float
     train_overrides: dict[str, Any]  # seed, device, the protocol's train values, epochs
     previous: SweepMeta | None = None  # the sweep.json of the experiment being resumed
+    warm: WarmStart | None = None  # --warm-start's configs (None on --resume: the study holds them)
+    budget_s: float | None = None  # --time-budget in seconds
 
     @property
     def name(self) -> str:
@@ -184,8 +196,30 @@ def plan_sweep(args: SweepArgs) -> SweepPlan:
                                  **(protocol.train if protocol else {})}
     if run_args.max_epochs is not None or "max_epochs" in space.sweep or protocol:
         overrides["epochs"] = max_epochs
+    budget_s, warm = _check_extras(run_args, space)
     return SweepPlan(run_args, storage, local_root / str(run_args.name), space_path, space, samples, max_epochs,
-                     grace, rf, overrides, previous)
+                     grace, rf, overrides, previous, warm, budget_s)
+
+
+def _check_extras(a: SweepArgs, space: SearchSpace) -> tuple[float | None, WarmStart | None]:
+    """--objective, --time-budget (its seconds) and --warm-start (its configs; read only on a new sweep)."""
+    from mmtune.search.budget import parse_duration
+    from mmtune.search.warm_start import plan_warm_start
+
+    if a.objective not in OBJECTIVES:
+        raise MMTuneError(f"--objective must be one of {list(OBJECTIVES)}, got {a.objective!r}")
+    if a.objective != "mse" and get_scheduler(a.scheduler).rungs:
+        raise MMTuneError(f"--objective {a.objective} is multi-objective, but --scheduler {a.scheduler} stops "
+                          f"trials on one metric; add --scheduler fifo")
+    budget_s = parse_duration(a.time_budget) if a.time_budget is not None else None
+    if isinstance(a.warm_start_top_k, bool) or not isinstance(a.warm_start_top_k, int) or a.warm_start_top_k < 1:
+        raise MMTuneError(f"--warm-start-top-k must be a positive integer, got {a.warm_start_top_k!r}")
+    if a.warm_start is None or a.resume:
+        return budget_s, None
+    warm = plan_warm_start(a.warm_start, space, a.warm_start_top_k)
+    for trial_id, why in warm.incompatible:
+        _say(f"mmtune search: --warm-start: trial {trial_id} left out: {why}")
+    return budget_s, warm
 
 
 def _resumed(args: SweepArgs, storage: str, local_root: Path) -> tuple[SweepArgs, SweepMeta]:
@@ -311,6 +345,8 @@ def _start(plan: SweepPlan, cluster: ClusterInfo, max_concurrent: int, t_start: 
         exp_dir=str(plan.exp_dir), cluster=cluster, hardware=machine(),
         started=prev.started if prev else _iso(t_start),
         runs=(*(prev.runs if prev else ()), RunRecord(_iso(t_start), a.resume)), status="running",
+        objective=a.objective, warm_start=plan.warm.record() if plan.warm else (prev.warm_start if prev else None),
+        budget={"budget_s": plan.budget_s, "budget": a.time_budget} if plan.budget_s else None,
     )
     write_sweep(plan.exp_dir, meta)
     return meta
@@ -337,11 +373,14 @@ def _run_trials(plan: SweepPlan, meta: SweepMeta) -> Any:
         scheduler=a.scheduler, sampler=a.sampler, seed=a.seed, max_epochs=plan.max_epochs,
         grace_period=plan.grace_period, reduction_factor=plan.reduction_factor, cpus_per_trial=a.cpus_per_trial,
         gpus_per_trial=a.gpus_per_trial, max_concurrent=eff.max_concurrent, verbose=a.verbose,
+        multi_objective=a.objective != "mse", budget_s=plan.budget_s, warm=plan.warm,
     )
     spec = ta.RunSpec(space=plan.space, train_overrides=plan.train_overrides, cpus_per_trial=a.cpus_per_trial)
+    extras = (f", objective {a.objective}" + (f", time budget {a.time_budget}" if plan.budget_s else "")
+              + (f", warm start: {len(plan.warm.enqueued)} configs of {plan.warm.source} first" if plan.warm else ""))
     _say(f"mmtune search: {plan.samples} trials of {plan.space.path} ({', '.join(plan.space.models)}), "
          f"{a.scheduler} over {plan.max_epochs} epochs, {eff.max_concurrent} at once on "
-         f"{meta.cluster.nodes} node(s) -> {plan.exp_dir}")
+         f"{meta.cluster.nodes} node(s){extras} -> {plan.exp_dir}")
     return ta.run(settings, spec, resume=a.resume)
 
 
@@ -458,13 +497,18 @@ def write_findings(exp_dir: Path, found: Findings) -> None:
     write_test_metrics(exp_dir, found.test_metrics)
 
 
-def _finish(meta: SweepMeta, status: str, df: Any, t_start: float, t_tuned: float) -> SweepMeta:
-    """The sweep.json of a run that ended: its run record closed, its counts set."""
+def _finish(meta: SweepMeta, status: str, df: Any, t_start: float, t_tuned: float, outcome: Any) -> SweepMeta:
+    """The sweep.json of a run that ended: its run record closed, its counts set, its budget's use."""
     t_end = time.time()
     last = dataclasses.replace(meta.runs[-1], ended=_iso(t_end), wall_seconds=t_end - t_start, status=status)
     runs = (*meta.runs[:-1], last)
+    counts = trial_counts(df)
+    budget = None
+    if meta.budget:  # used: this run's trials (Tuner.fit), as the budget counts; Ray's start and the test come besides
+        budget = {**meta.budget, "used_s": outcome.fit_seconds, "sweep_s": t_end - t_start,
+                  "ended_by_budget": outcome.budget_ended, "trials_started": counts.get("num_trials")}
     return dataclasses.replace(meta, runs=runs, ended=_iso(t_end), status=status, tune_seconds=t_tuned - t_start,
-                               wall_seconds=sum(float(r.wall_seconds or 0) for r in runs), **trial_counts(df))
+                               wall_seconds=sum(float(r.wall_seconds or 0) for r in runs), budget=budget, **counts)
 
 
 def _annotate_study(exp_dir: Path, name: str, df: Any) -> None:
@@ -514,7 +558,7 @@ def run_sweep(args: SweepArgs) -> SweepResult:
         _annotate_study(plan.exp_dir, plan.name, df)
     finally:
         ta.shutdown()
-    meta = _finish(meta, "interrupted" if outcome.interrupted else "completed", df, t_start, t_tuned)
+    meta = _finish(meta, "interrupted" if outcome.interrupted else "completed", df, t_start, t_tuned, outcome)
     write_sweep(plan.exp_dir, meta)
     if plan.args.report:
         _build_report(plan.exp_dir)
@@ -558,6 +602,10 @@ def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
                 if not vs["beats"]:
                     line += "  << DOES NOT BEAT THE BEST BASELINE: this model has not learned to predict"
         print(line)
+    if meta.budget and meta.budget.get("used_s") is not None:
+        b = meta.budget
+        print(f"  time budget {b['budget']}: the trials used {b['used_s']:.0f}s of {b['budget_s']:.0f}s"
+              + (" (the budget ended the sweep)" if b.get("ended_by_budget") else ""))
     test_base = found.baselines.splits["test"]
     print(f"  baselines on the {test_base.size} test clips (no training), test mse_frame: "
           + ", ".join(f"{k} {v['mse_frame']:.2f}" for k, v in sorted(test_base.metrics.items(),

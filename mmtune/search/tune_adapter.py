@@ -8,6 +8,7 @@ what a trial reports each epoch is built by `mmtune.search.trial_log.TrialLog`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import posixpath
@@ -15,6 +16,7 @@ import re
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +27,16 @@ import ray
 from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from mmtune.errors import MMTuneError
 from mmtune.search.algorithms import get_sampler, get_scheduler
+from mmtune.search.budget import BudgetPolicy
 from mmtune.search.experiment import CheckpointRef, ClusterInfo, Outcome, TrialRecord, classify, is_uri
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
 from mmtune.search.trial_log import METRIC, TB_DIR, TrialLog
+from mmtune.search.warm_start import FLOPS, WarmStart, seed_study
 
 MODE = "min"
 STATE_FILE = "state.pt"  # inside each Ray checkpoint directory, written by Trainer.save (sha256 beside it)
@@ -72,14 +76,20 @@ class TuneSettings:
     max_concurrent: int
     max_failures: int = 2
     verbose: int = 1
+    multi_objective: bool = False  # minimise (val_mse, flops_per_sample) together; FIFO only
+    budget_s: float | None = None  # --time-budget: no trial starts that would not end within it
+    warm: WarmStart | None = None  # --warm-start: its configs seed the study and run first
 
 
 @dataclass
 class TuneOutcome:
-    """What the sweep left: its trials; `interrupted` when it stopped before every trial ended."""
+    """What the sweep left: its trials; `interrupted` when it stopped before every trial ended
+    (a time budget that ended it is not an interruption: `budget_ended`)."""
 
     trials: list[TrialRecord]
     interrupted: bool
+    budget_ended: bool = False
+    fit_seconds: float = 0.0  # Tuner.fit's wall time: what --time-budget counts
 
 
 # -- the trainable --------------------------------------------------------------------------
@@ -270,6 +280,46 @@ class RecordingOptunaSearch(OptunaSearch):
             ot.set_user_attr("stopped_early", outcome is Outcome.STOPPED_EARLY)
 
 
+class BudgetLimiter(ConcurrencyLimiter):
+    """The concurrency limit, and --time-budget's soft limit: once a new trial would not end within
+    the budget (`BudgetPolicy`), the search is FINISHED and only the running trials go on.
+
+    Ray's `time_budget_s` is the hard limit at the budget itself. On --resume the budget counts
+    again from the resumed run's start, as Ray's does.
+    """
+
+    def __init__(self, searcher: Searcher, max_concurrent: int, budget_s: float | None) -> None:
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.policy = BudgetPolicy(budget_s, time.time()) if budget_s else None
+        self.started: dict[str, float] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Searcher.FINISHED
+        if self.policy is not None and len(self.live_trials) < self.max_concurrent:
+            if not self.policy.fits(time.time()):
+                return Searcher.FINISHED
+        suggestion = super().suggest(trial_id)
+        if suggestion not in (None, Searcher.FINISHED):
+            self.started[trial_id] = time.time()
+        return suggestion
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if self.policy is not None and trial_id in self.started:
+            self.policy.on_result(trial_id, time.time() - self.started[trial_id], int(result.get("epoch", 0)),
+                                  int(result.get("epochs_planned", 1)))
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if self.policy is not None and trial_id in self.started:
+            self.policy.on_complete(trial_id, time.time() - self.started.pop(trial_id))
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        if self.policy is not None:
+            self.policy = BudgetPolicy(self.policy.budget_s, time.time())
+            self.started = {}
+
+
 # -- cluster --------------------------------------------------------------------------------
 
 
@@ -384,32 +434,40 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     them; trial checkpoints, which people do pass around, load as plain data (`load_checkpoint`).
     """
     exp_path = experiment_path(settings.storage, settings.name)
+    limiter: BudgetLimiter | None = None
     if resume:
         tuner = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec),
                                    resume_unfinished=True, resume_errored=True)
     else:
+        limiter = BudgetLimiter(_searcher(settings, spec), settings.max_concurrent, settings.budget_s)
         tuner = tune.Tuner(
             _trainable(settings, spec),
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(_searcher(settings, spec), max_concurrent=settings.max_concurrent),
-                scheduler=_scheduler(settings), num_samples=settings.samples, reuse_actors=False,
-                metric=METRIC, mode=MODE, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+                search_alg=limiter, scheduler=_scheduler(settings), num_samples=settings.samples,
+                reuse_actors=False, metric=METRIC, mode=MODE, time_budget_s=settings.budget_s,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
             ),
             run_config=_run_config(settings),
         )
-    interrupted = False
+    interrupted, t0 = False, time.time()
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
         grid = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec)).get_results()
-    return _outcome(grid, settings.samples, interrupted)
+    refused = limiter is not None and limiter.policy is not None and limiter.policy.refused > 0
+    fit_s = time.time() - t0
+    timed_out = settings.budget_s is not None and fit_s >= settings.budget_s
+    outcome = _outcome(grid, settings.samples, interrupted, not interrupted and (refused or timed_out))
+    return dataclasses.replace(outcome, fit_seconds=fit_s)
 
 
 def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
-    """OptunaSearch over the space, its study in SQLite, with the planned model of each trial queued."""
+    """OptunaSearch over the space, its study in SQLite: --warm-start's configs queued first, then the
+    planned model of each other trial."""
+    metric: str | list[str] = [METRIC, FLOPS] if settings.multi_objective else METRIC
     searcher = RecordingOptunaSearch(
-        space=Suggest(spec.space), metric=METRIC, mode=MODE,
+        space=Suggest(spec.space), metric=metric, mode=[MODE, MODE] if settings.multi_objective else MODE,
         sampler=get_sampler(settings.sampler).build(settings.seed, settings.samples),
         storage=optuna.storages.RDBStorage(f"sqlite:///{settings.study_db}"), study_name=settings.name,
     )
@@ -417,8 +475,14 @@ def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
     # points_to_evaluate, so through Optuna's own queue); the sampler fills in the rest.
     plan = spec.space.model_plan(settings.samples)
     study: Any = searcher._ot_study  # created by OptunaSearch.__init__, since a space is given
-    if plan and study is None:
-        raise MMTuneError("OptunaSearch created no study; model.weights cannot be applied")
+    if (plan or settings.warm) and study is None:
+        raise MMTuneError("OptunaSearch created no study; model.weights and --warm-start cannot be applied")
+    if settings.warm is not None:
+        seed_study(study, spec.space, settings.warm)
+        for t in settings.warm.enqueued:  # a warm config takes the place of one planned trial of its model
+            model = t.params.get(MODEL_KEY, spec.space.models[0])
+            if model in plan:
+                plan.remove(model)
     for model in plan:
         study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
     return searcher
@@ -429,7 +493,7 @@ def experiment_path(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage) / name)
 
 
-def _outcome(grid, samples: int, interrupted: bool) -> TuneOutcome:
+def _outcome(grid, samples: int, interrupted: bool, budget_ended: bool = False) -> TuneOutcome:
     statuses: dict[str, str] = {}
     analysis = getattr(grid, "_experiment_analysis", None)
     for t in getattr(analysis, "trials", None) or []:
@@ -450,7 +514,8 @@ def _outcome(grid, samples: int, interrupted: bool) -> TuneOutcome:
         trials.append(TrialRecord(trial_id, status, dict(result.config or {}), rows, error, result.path,
                                   checkpoints))
     unfinished = [t for t in trials if t.status not in TERMINAL]
-    return TuneOutcome(trials, interrupted or bool(unfinished) or len(trials) < samples)
+    short = len(trials) < samples and not budget_ended
+    return TuneOutcome(trials, interrupted or bool(unfinished) or short, budget_ended)
 
 
 def fetch_checkpoint(ref: CheckpointRef, dest: str) -> Path:

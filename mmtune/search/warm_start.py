@@ -25,6 +25,8 @@ from typing import Any
 from mmtune.errors import MMTuneError
 from mmtune.search.spaces import MODEL_KEY, SearchSpace
 
+FLOPS = "flops_per_sample"  # the cost column of results.parquet (trial_log.FLOPS; not imported: no tensorboard here)
+
 DEFAULT_TOP_K = 3
 WARM_ATTR = "warm_start_from"
 
@@ -36,6 +38,7 @@ class EarlierTrial:
     trial_id: str
     params: dict[str, Any]
     val_mse: float
+    flops_per_sample: float = math.nan  # of its config, where the earlier sweep recorded it
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ def earlier_trials(exp_dir: Path) -> list[EarlierTrial]:
         best = g.loc[vals.idxmin()]
         params = {c.removeprefix("config/"): _plain(best[c]) for c in g.columns
                   if c.startswith("config/") and not _missing(best[c])}
-        out.append(EarlierTrial(str(tid), params, float(vals.min())))
+        flops = pd.to_numeric(pd.Series([best.get(FLOPS)]), errors="coerce").iloc[0]
+        out.append(EarlierTrial(str(tid), params, float(vals.min()), float(flops)))
     return sorted(out, key=lambda t: (t.val_mse, t.trial_id))
 
 
@@ -133,23 +137,34 @@ def plan_warm_start(exp_dir: str | Path, space: SearchSpace, top_k: int = DEFAUL
             bad.append((t.trial_id, why))
         else:  # a one-model space samples no `model`
             params = {k: v for k, v in t.params.items() if not (k == MODEL_KEY and len(space.models) == 1)}
-            fit.append(EarlierTrial(t.trial_id, params, t.val_mse))
+            fit.append(EarlierTrial(t.trial_id, params, t.val_mse, t.flops_per_sample))
     if not fit:
         raise MMTuneError(f"--warm-start {exp_dir}: none of its {len(trials)} configs fits {space.path} "
                           f"(first: trial {bad[0][0]}: {bad[0][1]}); warm-start from a sweep of the same space")
     return WarmStart(str(exp_dir), tuple(fit), tuple(fit[:top_k]), tuple(bad))
 
 
-def seed_study(study: Any, space: SearchSpace, warm: WarmStart) -> None:
-    """Add the known trials to `study` as COMPLETE, then enqueue the top-k (they run first)."""
+def seed_study(study: Any, space: SearchSpace, warm: WarmStart) -> int:
+    """Add the known trials to `study` as COMPLETE, then enqueue the top-k (they run first).
+
+    A multi-objective study (val MSE, FLOPs) learns only from earlier trials that recorded their
+    FLOPs. Returns how many trials were added as known.
+    """
     import optuna
 
+    multi = len(study.directions) > 1
+    added = 0
     for t in warm.known:
+        if multi and not math.isfinite(t.flops_per_sample):
+            continue
         dists = space.distributions(t.params.get(MODEL_KEY, space.models[0]))
         study.add_trial(optuna.trial.create_trial(
-            params=t.params, distributions={k: dists[k] for k in t.params}, value=t.val_mse,
+            params=t.params, distributions={k: dists[k] for k in t.params},
+            **({"values": [t.val_mse, t.flops_per_sample]} if multi else {"value": t.val_mse}),
             user_attrs={WARM_ATTR: warm.source, "ray_trial_id": t.trial_id},
         ))
+        added += 1
     for t in warm.enqueued:
         study.enqueue_trial(t.params, user_attrs={WARM_ATTR: warm.source, "rerun_of": t.trial_id},
                             skip_if_exists=False)
+    return added

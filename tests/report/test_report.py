@@ -307,3 +307,29 @@ def test_flow_note_when_budgets_differ(make_exp):
     flow = get_flow_info(load_experiment(exp))
     assert {c.choice: c.best_epoch for c in flow.choices} == {"farneback": 2, "none": 3}
     assert flow.note is not None and "different epochs" in flow.note and STOPPED_EARLY.label in flow.note
+
+
+def test_summary_states_the_objective_the_budget_and_the_warm_start(make_exp, tmp_path):
+    import dataclasses
+
+    from mmtune.search.experiment import read_sweep, write_sweep
+
+    exp = make_exp()
+    plain = get_summary_info(load_experiment(exp))
+    assert (plain.objective, plain.budget, plain.warm_start) == ("mse", None, None)
+    meta = dataclasses.replace(
+        read_sweep(exp), objective="mse+flops",
+        budget={"budget": "30m", "budget_s": 1800.0, "used_s": 1712.4, "sweep_s": 1790.0, "ended_by_budget": True,
+                "trials_started": 7},
+        warm_start={"source": "/x/earlier", "known": 5, "incompatible": [{"trial_id": "q1", "why": "w"}],
+                    "enqueued": [{"trial_id": "a1", "params": {}, "val_mse": 30.0},
+                                 {"trial_id": "b2", "params": {}, "val_mse": 31.0}]})
+    write_sweep(exp, meta)
+    s = get_summary_info(load_experiment(exp))
+    assert s.budget == ("30m (1800 s) planned; the trials used 28m32s (1712 s), the whole sweep with its test "
+                        "split 29m50s; the budget ended the sweep after 7 trials")
+    assert s.warm_start == ("from /x/earlier: its 5 fitting trials seeded the study, 2 ran first (a1, b2); "
+                            "1 did not fit the space and were left out")
+    html = build_report(exp, tmp_path / "r.html").read_text()
+    for text in ("Time budget", "28m32s", "Warm start", "2 ran first (a1, b2)", "FLOPs per training sample (multi"):
+        assert text in html, text

@@ -17,13 +17,15 @@ def _run(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.Compl
 
 
 def test_help_names_every_default() -> None:
-    out = _run("--help").stdout
+    out = " ".join(_run("--help").stdout.split())  # argparse wraps lines where it likes
     for flag in ("--space", "--samples", "--scheduler", "--sampler", "--max-epochs", "--grace-period",
                  "--reduction-factor", "--cpus-per-trial", "--gpus-per-trial", "--address", "--storage",
-                 "--name", "--resume", "--seed"):
+                 "--name", "--resume", "--seed", "--objective", "--time-budget", "--warm-start",
+                 "--warm-start-top-k"):
         assert flag in out
     for default in ("default search_spaces/default.yaml", "default asha", "default tpe", "default 1)",
-                    "default 0", "default ./experiments", "default sweep-YYYYmmdd-HHMMSS-xxxx"):
+                    "default 0", "default ./experiments", "default sweep-YYYYmmdd-HHMMSS-xxxx", "default mse)",
+                    "default: none, a cold start", "default 3)"):
         assert default in out, default
 
 
@@ -51,6 +53,12 @@ BAD = [
     (["--space", "search_spaces/smoke.yaml", "--address", "127.0.0.1:1"], "no Ray head reachable", True),
     (["--space", "search_spaces/smoke.yaml", "--address", "nohostport"], "must be auto or HOST:PORT", True),
     (["--name", "a/b"], "--name must be a plain folder name", True),
+    (["--space", "search_spaces/smoke.yaml", "--objective", "mse+flops"], "add --scheduler fifo", True),
+    (["--objective", "speed"], "invalid choice", False),
+    (["--space", "search_spaces/smoke.yaml", "--time-budget", "30"], "--time-budget must be a duration", True),
+    (["--space", "search_spaces/smoke.yaml", "--time-budget", "0m"], "--time-budget must be more than 0", True),
+    (["--space", "search_spaces/smoke.yaml", "--warm-start", "/nonexistent-exp"], "no results.parquet there", True),
+    (["--space", "search_spaces/smoke.yaml", "--warm-start-top-k", "0"], "--warm-start-top-k must be", True),
 ]
 
 
