@@ -27,6 +27,7 @@ from mmtune.report._leaderboard import (
 )
 from mmtune.report._load import Experiment, load_experiment
 from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
+from mmtune.report._pareto import ParetoInfo, draw_pareto, front_rows, get_pareto_info
 from mmtune.report._summary import SummaryInfo, get_summary_info
 from mmtune.search.experiment import Outcome, as_json
 
@@ -168,6 +169,31 @@ def _reference_html(info: ReferenceInfo) -> str:
                  rows, ["tested" if r.ours else "" for r in info.rows if r.kind != "baseline"]) + notes_list(info.notes)
 
 
+def _pareto_intro() -> str:
+    """How to read the Pareto panel and its table."""
+    return ('<p class="note">Each trial\'s best val MSE/frame against what its config costs: FLOPs of one '
+            "training sample (forward + loss + backward, counted by torch's FlopCounterMode, so the same on any "
+            "machine) and trainable parameters. A config is on a front when no other trial is at least as cheap and "
+            "at least as accurate, and better in one of the two. Large markers and the coloured steps: each family's front; black ring and the "
+            "dotted steps: the front across families. The two speeds in the table were measured where the "
+            "trial ran (see the hardware in the summary), so they compare trials of one sweep only.</p>")
+
+
+def _pareto_html(info: ParetoInfo) -> str:
+    """The frontier's configs, one row each (family's or overall front, against FLOPs or parameters)."""
+    def where(front: dict[str, bool]) -> str:
+        return ", ".join(name for key, name in (("flops_per_sample", "FLOPs"), ("params", "params")) if front[key]) or "—"
+
+    rows = [[esc(p.model), esc(p.trial_id), num(p.val_mse, 2), num(p.flops_per_sample / 1e9, 3),
+             num(p.params / 1e6, 3), num(p.train_samples_per_s, 1), num(p.infer_ms_per_clip, 2),
+             where(p.front), where(p.front_all), details("searched params", p.config)]
+            for p in front_rows(info)]
+    head = ["model", "trial", f"best val {esc(MSE_FRAME_LABEL)}", "GFLOPs / training sample", "parameters (M)",
+            "train samples/s (median)", "inference ms/clip", "on its family's front", "on the front across families",
+            "config"]
+    return "<h3>The configs on a front</h3>" + table(head, rows) + notes_list(info.notes)
+
+
 def _frames_html(exp: Experiment) -> str:
     parts, notes = [], []
     for model in exp.models:
@@ -226,6 +252,11 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
                 + "<h3>Trivial baselines (no training)</h3>" + _baselines_html(base))
     ref = get_reference_info(exp)
     body.append("<h2>Best test MSE beside published numbers</h2>" + fig(draw_reference(ref), "reference") + _reference_html(ref))
+    pareto = get_pareto_info(exp.results, exp.models)
+    # No trial with a cost (a sweep from before costs were recorded): the note says so, no empty plot.
+    cost = (_pareto_intro() + fig(draw_pareto(pareto), "pareto") + _pareto_html(pareto) if pareto.points
+            else notes_list(pareto.notes))
+    body.append("<h2>Accuracy against cost</h2>" + cost)
     curves = get_curves_info(exp)
     body.append("<h2>Learning curves</h2>" + fig(draw_curves(curves), "curves") + notes_list(curves.notes))
     body.append("<h2>Hyperparameters against val MSE</h2><p class=\"note\">Per model: the search space is "

@@ -2,6 +2,8 @@
 
 The Ray trainable (`tune_adapter.train_fn`) hands each finished epoch to `TrialLog.epoch` and
 reports the row it returns; this module does not import Ray (where the trial runs is passed in).
+Every row also carries what the config costs (`COST_COLUMNS`), so the report can set accuracy
+against cost and a multi-objective search can minimise `FLOPS` beside `METRIC`.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ import time
 from typing import Any
 
 from mmtune._num import as_finite
+from mmtune.training.cost import Cost, infer_ms_per_clip, static_cost
 
 METRIC = "val_mse"  # what Optuna and ASHA minimise
 # What a diverged trial reports as its objective: finite (ASHA's rung percentiles turn inf into
 # NaN cutoffs, Optuna rejects NaN) and far above any real per-frame MSE (at most 64*64 = 4096).
 DIVERGED_VAL_MSE = 1.0e9
+FLOPS = "flops_per_sample"  # the cost a multi-objective search minimises beside METRIC (the same on any machine)
+# The cost keys of every row (`mmtune.training.cost.Cost`'s fields): params and FLOPs are counted
+# once per trial; the speeds are measured where the trial runs (NaN in a diverged epoch's row).
+COST_COLUMNS = ("params", FLOPS, "train_samples_per_s", "infer_ms_per_clip")
 TB_DIR = "tensorboard"  # inside each trial's folder
 # Row key -> the TensorBoard tag of its scalar.
 TB_SCALARS = {"train_loss": "train/loss", "val_mse_raw": "val/mse", "val_mse_pixel255": "val/mse_pixel255",
-              "val_mae": "val/mae", "val_ssim": "val/ssim", "val_psnr": "val/psnr"}
+              "val_mae": "val/mae", "val_ssim": "val/ssim", "val_psnr": "val/psnr",
+              "train_samples_per_s": "speed/train_samples_per_s", "infer_ms_per_clip": "speed/infer_ms_per_clip"}
 TB_IMAGE = "val/prediction"
 
 
@@ -44,9 +52,35 @@ class TrialLog:
         self.writer = SummaryWriter(log_dir)
         self.t0 = time.perf_counter()
         self.train_total = 0.0
+        self.cost: Cost | None = None  # counted at the first epoch (`measure`): that is when the trainer comes
+
+    def measure(self, result: Any, trainer: Any) -> Cost:
+        """The trial's cost: params and FLOPs once, the inference time at its first healthy epoch in this process.
+
+        A diverged epoch's NaN weights would be timed like real ones, but the trial ends there, so
+        the inference time waits for a healthy epoch (a resumed trial measures it again: the new
+        process may run on other hardware).
+        """
+        if self.cost is None:
+            self.cost = static_cost(trainer)
+        if math.isnan(self.cost.infer_ms_per_clip) and result.status != "diverged":
+            self.cost = self.cost._replace(infer_ms_per_clip=infer_ms_per_clip(trainer))
+        return self.cost
+
+    def cost_columns(self, result: Any) -> dict[str, Any]:
+        """`COST_COLUMNS` of one epoch: the trial's counted cost and this epoch's training speed."""
+        c = self.cost or Cost(0, math.nan, math.nan, math.nan)
+        # A diverged epoch stopped part-way through its samples: its speed would mean nothing.
+        sps = (self.trial.data.train_size / result.train_seconds
+               if result.status != "diverged" and result.train_seconds > 0 else math.nan)
+        return {"params": c.params, FLOPS: c.flops_per_sample, "train_samples_per_s": as_finite(sps),
+                "infer_ms_per_clip": c.infer_ms_per_clip}
 
     def row(self, result: Any) -> dict[str, Any]:
-        """The metrics of one `EpochResult`; the first four are the columns of Ray's progress table."""
+        """The metrics of one `EpochResult`; the first four are the columns of Ray's progress table.
+
+        The cost columns are those `measure` counted (params 0 and NaN before it ran).
+        """
         self.train_total += result.train_seconds
         diverged = result.status == "diverged"
         v = result.val
@@ -68,13 +102,15 @@ class TrialLog:
             "resume_note": self.note,
             "diverged": diverged,
             "model": self.trial.model,
+            **self.cost_columns(result),
             **self.node,
         }
 
     def epoch(self, result: Any, trainer: Any) -> dict[str, Any]:
-        """The row of a finished epoch, its scalars (and every `image_every` epochs a prediction) logged."""
+        """The row of a finished epoch with its cost, its scalars (and every `image_every` epochs a prediction) logged."""
         from mmtune.strips import strip_array
 
+        self.measure(result, trainer)
         row = self.row(result)
         for key, tag in TB_SCALARS.items():
             self.writer.add_scalar(tag, row[key], result.epoch)

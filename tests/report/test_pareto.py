@@ -52,3 +52,52 @@ def test_trials_without_cost_are_named_not_drawn() -> None:
     assert "1 of 2 trials recorded no cost" in info.notes[0]
     empty = get_pareto_info(pd.DataFrame(), ["conv_tau"])
     assert empty.points == [] and draw_pareto(empty).layout.annotations
+
+
+def test_cost_columns_agree_with_what_trials_report() -> None:
+    """The report's names for the cost columns are trial_log's (it keeps its own copy to stay torch-free)."""
+    from mmtune.report import _pareto
+    from mmtune.search.trial_log import COST_COLUMNS, FLOPS
+
+    assert _pareto.COST_COLUMNS == COST_COLUMNS and set(_pareto.COSTS) <= set(COST_COLUMNS) and FLOPS in _pareto.COSTS
+
+
+def _section(html: str) -> str:
+    """The report's "Accuracy against cost" section, up to the next <h2>."""
+    start = html.index("<h2>Accuracy against cost</h2>")
+    return html[start:html.index("<h2>", start + 1)]
+
+
+def test_the_fixture_fronts(make_exp, synthetic) -> None:
+    from mmtune.report._load import load_experiment
+
+    exp = load_experiment(make_exp())
+    assert all(c in exp.results for c in synthetic.COST_COLUMNS)  # results.parquet carries the cost
+    info = get_pareto_info(exp.results, exp.models)
+    assert {p.trial_id for p in front_rows(info)} == synthetic.FRONT
+    by = {p.trial_id: p for p in info.points}
+    assert set(by) == {"s1", "s2", "s3", "t1", "t2", "t3", "t4"}  # l1 crashed, l2 diverged: no best val MSE
+    assert by["t4"].val_mse == 52.0 and by["t4"].front_all == {"flops_per_sample": True, "params": True}
+    assert by["s1"].train_samples_per_s == synthetic.TRAIN_SIZE / synthetic.ITER_S
+    assert by["t2"].params == synthetic.COST["t2"][0] and by["t2"].infer_ms_per_clip == synthetic.COST["t2"][2]
+
+
+def test_report_section_lists_the_front(make_exp, tmp_path, synthetic) -> None:
+    import re
+
+    from mmtune.report import build_report
+
+    section = _section(build_report(make_exp(), tmp_path / "r.html").read_text())
+    assert 'id="fig-pareto"' in section
+    table = section[section.index("<table>"):section.index("</table>")]
+    trials = set(re.findall(r"<td>([a-z]\d)</td>", table))
+    assert trials == synthetic.FRONT  # s2 and t3 are dominated: drawn, not listed
+    assert "<td>s3</td>" in table and "GFLOPs / training sample" in table
+
+
+def test_report_says_when_the_results_have_no_cost(make_exp, tmp_path) -> None:
+    from mmtune.report import build_report
+
+    section = _section(build_report(make_exp(cost=False), tmp_path / "r.html").read_text())
+    assert "has no cost columns" in section and "before mmtune recorded what each trial costs" in section
+    assert "fig-pareto" not in section and "<table>" not in section

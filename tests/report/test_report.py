@@ -235,7 +235,7 @@ def test_html_is_self_contained_and_balanced(make_exp, check_html):
     p = check_html(out)
     text = out.read_text()
     models = load_experiment(exp).models
-    panels = {"reference", "curves", "horizon", "flow"} | {f"{k}-{m}" for m in models for k in ("parallel", "importance")}
+    panels = {"reference", "pareto", "curves", "horizon", "flow"} | {f"{k}-{m}" for m in models for k in ("parallel", "importance")}
     assert sorted(p.plot_ids) == sorted(f"fig-{name}" for name in panels)  # each panel once, by its name
     assert sorted(re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', text)) == sorted(p.plot_ids)  # each one drawn
     assert text.count("data:image/png;base64,") >= 2 and text.count("data:image/gif;base64,") == 2
