@@ -21,9 +21,6 @@ from mmtune.report._plot import empty_figure, model_colors
 _TITLE = "Accuracy against cost: best val MSE/frame of each trial"
 COSTS = {"flops_per_sample": "GFLOPs per training sample", "params": "parameters (M)"}
 _SCALE = {"flops_per_sample": 1e9, "params": 1e6}
-# What each trial's rows carry since trial_log reported costs (trial_log.COST_COLUMNS, not imported:
-# it would load torch into the report); tests/report/test_pareto.py checks the two agree.
-COST_COLUMNS = ("params", "flops_per_sample", "train_samples_per_s", "infer_ms_per_clip")
 NO_COST = ("results.parquet has no cost columns (params, flops_per_sample): the sweep ran before mmtune "
            "recorded what each trial costs, so accuracy cannot be set against cost; a new sweep records it")
 

@@ -180,6 +180,10 @@ ROW_COLUMNS = [
     "node_id", "time_this_iter_s", "time_total_s", "train_seconds", "train_seconds_total", "epoch_seconds",
     "training_iteration", "epochs_planned", "resumed_from_epoch", "resume_note", "optuna_trial", "timestamp",
 ]
+# What each config costs (`mmtune.training.cost.Cost`'s fields), reported by every trial row since
+# the cost was recorded; kept after ROW_COLUMNS when present (an earlier sweep's results lack them).
+FLOPS = "flops_per_sample"  # the cost --objective mse+flops minimises beside val_mse
+COST_COLUMNS = ("params", FLOPS, "train_samples_per_s", "infer_ms_per_clip")
 _NUMERIC = ("epoch", "val_mse", "objective", "val_mse_pixel255", "val_mae", "val_ssim", "val_psnr", "train_loss",
             "time_this_iter_s", "time_total_s", "train_seconds", "train_seconds_total", "epochs_planned")
 
@@ -210,6 +214,7 @@ def _trial_rows(t: TrialRecord) -> list[dict[str, Any]]:
                "val_mse": math.nan if diverged else as_finite(r.get("val_mse")),
                "objective": as_finite(r.get("val_mse")), "diverged": diverged}
         row.update({k: r.get(k) for k in ROW_COLUMNS if k not in row})
+        row.update({k: r[k] for k in COST_COLUMNS if k in r})
         row.update({k: v for k, v in r.items() if k.startswith("config/") and k != "config/optuna_trial"})
         out.append(row)
     return out
@@ -259,6 +264,9 @@ def read_results(exp_dir: str | Path) -> Any:
         df[col] = df[col].astype(str)
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in COST_COLUMNS:
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in ("stopped_early", "diverged"):
         df[col] = df[col].fillna(False).astype(bool)
     df["status"] = df["status"].fillna("").astype(str).str.upper()

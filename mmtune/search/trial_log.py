@@ -13,16 +13,16 @@ import time
 from typing import Any
 
 from mmtune._num import as_finite
+from mmtune.search.experiment import FLOPS
 from mmtune.training.cost import Cost, infer_ms_per_clip, static_cost
 
 METRIC = "val_mse"  # what Optuna and ASHA minimise
 # What a diverged trial reports as its objective: finite (ASHA's rung percentiles turn inf into
 # NaN cutoffs, Optuna rejects NaN) and far above any real per-frame MSE (at most 64*64 = 4096).
 DIVERGED_VAL_MSE = 1.0e9
-FLOPS = "flops_per_sample"  # the cost a multi-objective search minimises beside METRIC (the same on any machine)
-# The cost keys of every row (`mmtune.training.cost.Cost`'s fields): params and FLOPs are counted
-# once per trial; the speeds are measured where the trial runs (NaN in a diverged epoch's row).
-COST_COLUMNS = ("params", FLOPS, "train_samples_per_s", "infer_ms_per_clip")
+# The cost keys of every row (experiment.COST_COLUMNS): params and FLOPs (`FLOPS`, the same on any
+# machine) are counted once per trial; the speeds are measured where the trial runs (NaN in a
+# diverged epoch's row).
 TB_DIR = "tensorboard"  # inside each trial's folder
 # Row key -> the TensorBoard tag of its scalar.
 TB_SCALARS = {"train_loss": "train/loss", "val_mse_raw": "val/mse", "val_mse_pixel255": "val/mse_pixel255",

@@ -33,10 +33,10 @@ from ray.tune.search.optuna import OptunaSearch
 from mmtune.errors import MMTuneError
 from mmtune.search.algorithms import get_sampler, get_scheduler
 from mmtune.search.budget import BudgetPolicy
-from mmtune.search.experiment import CheckpointRef, ClusterInfo, Outcome, TrialRecord, classify, is_uri
+from mmtune.search.experiment import FLOPS, CheckpointRef, ClusterInfo, Outcome, TrialRecord, classify, is_uri
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
 from mmtune.search.trial_log import METRIC, TB_DIR, TrialLog
-from mmtune.search.warm_start import FLOPS, WarmStart, seed_study
+from mmtune.search.warm_start import WarmStart, seed_study
 
 MODE = "min"
 STATE_FILE = "state.pt"  # inside each Ray checkpoint directory, written by Trainer.save (sha256 beside it)

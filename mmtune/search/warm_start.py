@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mmtune.errors import MMTuneError
+from mmtune.search.experiment import FLOPS
 from mmtune.search.spaces import MODEL_KEY, SearchSpace
-
-FLOPS = "flops_per_sample"  # the cost column of results.parquet (trial_log.FLOPS; not imported: no tensorboard here)
 
 DEFAULT_TOP_K = 3
 WARM_ATTR = "warm_start_from"

@@ -23,6 +23,7 @@ from mmtune.metrics.units import UNITS
 from mmtune.search.experiment import (
     BASELINES_FILE,
     BEST_CONFIGS_FILE,
+    COST_COLUMNS,
     PREDICTIONS_DIR,
     RESULTS_FILE,
     SPACE_FILE,
@@ -49,7 +50,7 @@ from mmtune.search.experiment import (
 )
 from mmtune.search.spaces import parse_space
 from mmtune.search.sweep import SweepArgs
-from mmtune.search.trial_log import COST_COLUMNS, DIVERGED_VAL_MSE
+from mmtune.search.trial_log import DIVERGED_VAL_MSE
 
 NAN = math.nan
 ITER_S = 10.0  # time_this_iter_s of every synthetic epoch
@@ -154,17 +155,6 @@ def _sweep_meta(exp: Path, status: str, df: pd.DataFrame) -> SweepMeta:
                                runs=(RunRecord(STARTED, False, ended, 3600.0, status),), **trial_counts(df))
 
 
-def _with_cost(df: pd.DataFrame, trials: list[TrialRecord]) -> pd.DataFrame:
-    """`df` with the rows' COST_COLUMNS: results_frame keeps ROW_COLUMNS and config/* only, so until
-    experiment.py carries the cost columns they are added here from the rows (a no-op once it does)."""
-    by_epoch = {(t.trial_id, int(r["epoch"])): r for t in trials for r in t.rows}
-    for col in COST_COLUMNS:
-        values = [by_epoch.get((tid, int(e)), {}).get(col) for tid, e in zip(df["trial_id"], df["epoch"], strict=True)]
-        if col not in df and any(v is not None for v in values):
-            df[col] = pd.to_numeric(pd.Series(values, index=df.index), errors="coerce")
-    return df
-
-
 def write_experiment(root: Path, *, status: str = "completed", missing: tuple[str, ...] = (),
                      cost: bool = True) -> Path:
     """Write a synthetic EXP under `root` through mmtune.search.experiment, as a sweep does;
@@ -174,7 +164,7 @@ def write_experiment(root: Path, *, status: str = "completed", missing: tuple[st
     (exp / SPACE_FILE).write_text(SPACE)
     space = parse_space(yaml.safe_load(SPACE), "synthetic.yaml")
     trials = _trials(cost)
-    df = _with_cost(results_frame(trials), trials)
+    df = results_frame(trials)
     if RESULTS_FILE not in missing:
         write_results(exp, df)
     params = {t[0]: t[4] for t in TRIALS}

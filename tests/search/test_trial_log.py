@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from mmtune.search import trial_log
-from mmtune.search.experiment import TrialRecord, results_frame
-from mmtune.search.trial_log import COST_COLUMNS, FLOPS, TrialLog
+from mmtune.search.experiment import COST_COLUMNS, FLOPS, TrialRecord, results_frame
+from mmtune.search.trial_log import TrialLog
 from mmtune.training.config import build_trial
 from mmtune.training.cost import count_train_flops
 from mmtune.training.loop import EpochResult, Trainer
@@ -86,8 +86,6 @@ def test_a_log_that_never_measured_reports_no_cost(tmp_path: Path) -> None:
     log.close()
 
 
-@pytest.mark.xfail(strict=True, reason="experiment._trial_rows keeps only ROW_COLUMNS and config/*: "
-                                       "results.parquet drops COST_COLUMNS until experiment.py carries them")
 def test_the_cost_reaches_results_parquet(tmp_path: Path) -> None:
     trainer = _trainer(epochs=1)
     log = TrialLog(trainer.trial, str(tmp_path / "tb"), NODE)
