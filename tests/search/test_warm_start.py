@@ -88,3 +88,21 @@ def test_one_model_space_and_refusals(tmp_path) -> None:
             ("a", [120.0], {"model": "conv_tau", "lr": 0.003, "conv_tau.N_T": 2, "conv_tau.kl_weight": 0.05})]), one)
     with pytest.raises(MMTuneError, match="no results.parquet"):
         plan_warm_start(tmp_path / "nowhere", one)
+
+
+def test_a_two_objective_study_learns_from_the_trials_that_recorded_their_flops(tmp_path) -> None:
+    """--objective mse+flops: known trials go in with (val MSE, FLOPs); one without FLOPs only cannot."""
+    exp = _write_results(tmp_path, [
+        ("a", [120.0], {"model": "conv_tau", "lr": 0.003, "conv_tau.N_T": 2, "conv_tau.kl_weight": 0.05}),
+        ("b", [110.0], {"model": "conv_lstm", "lr": 0.002, "conv_lstm.kernel_size": 5}),
+    ])
+    df = pd.read_parquet(exp / "results.parquet")
+    df["flops_per_sample"] = [2.0e9 if t == "a" else math.nan for t in df["trial_id"]]
+    df.to_parquet(exp / "results.parquet")
+    space = load_space(SMOKE)
+    warm = plan_warm_start(exp, space, top_k=2)
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    assert seed_study(study, space, warm) == 1
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert [t.values for t in done] == [[120.0, 2.0e9]]
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 2  # both still run first
