@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Issue 12's GPU checks as one command of at most 9 minutes, for a session lent a GPU machine:
+#   1. the fast-path gradient test on CUDA (tests/training/test_fast_path.py -k cuda),   <= 1.5 min
+#   2. `mmtune bench --device cuda` (all sizes, models and variants, packs 1,2,4,8),       <= 3 min
+#   3. the reference sweep, search_spaces/reference_5epoch.yaml, 8 trials packed on the
+#      GPU (--gpus-per-trial 0.125 --cpus-per-trial 2), cut at --time-budget 3m, then its
+#      test split and report,                                                              <= 4 min
+# Each step has its own timeout, and a failed step does not stop the next. Results go to DIR
+# (default $OUT, the device tool's return folder), as at most 8 files:
+#   summary.txt, log.txt (everything printed), benchmarks-cuda.json, benchmarks-cuda.md,
+#   reference-gpu.tar.gz (the experiment directory without checkpoints: unpack it into reports/).
+# On the GPU machine (whose image has torch but not ray/optuna/plotly): make the wheels here first
+# with `bash scripts/gpu_bundle.sh`, then
+#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# and here: cp FILES_AT/benchmarks-cuda.json docs/; tar xzf FILES_AT/reference-gpu.tar.gz -C reports/
+#
+# GPU_CHECK_PYTHON names the Python that gets the wheels (default python3, the image's).
+# --tiny is the dry run on CPU (about 3 minutes on 2 cores): the same three steps at CI sizes: the
+# CPU gradient test, `bench --tiny --device cpu`, and the smoke space (2 trials) on CPU.
+#
+#   bash scripts/gpu_check.sh [--tiny] [DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+tiny=0
+if [ "${1:-}" = "--tiny" ]; then tiny=1; shift; fi
+dest=${1:-${OUT:-}}
+if [ -z "$dest" ]; then
+  echo "gpu_check.sh: no output folder: pass DIR, or set OUT (the device tool sets it)" >&2
+  exit 2
+fi
+if [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ]; then
+  echo "gpu_check.sh: $dest is not empty; pass an empty or new folder (results are never overwritten)" >&2
+  exit 2
+fi
+export PYTHONUNBUFFERED=1
+
+# Python: the wheels of scripts/gpu_bundle.sh over the machine's python3 (or $GPU_CHECK_PYTHON),
+# else this checkout's .venv.
+if [ -d .whl ] && [ -f .whl/ray-slim.tar.xz ]; then
+  PY=${GPU_CHECK_PYTHON:-python3}
+  site=$(mktemp -d /tmp/mmtune-site-XXXX)
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl \
+    || { echo "gpu_check.sh: installing .whl/*.whl failed; remake them with scripts/gpu_bundle.sh" >&2; exit 2; }
+  xz -dc .whl/ray-slim.tar.xz | tar xf - -C "$site"
+  export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+elif [ -x .venv/bin/python ]; then
+  PY=.venv/bin/python
+else
+  echo "gpu_check.sh: no Python with mmtune's packages: make .whl with scripts/gpu_bundle.sh, or .venv with make" >&2
+  exit 2
+fi
+
+if [ $tiny = 1 ]; then
+  device=cpu
+  test_args=(-k cpu)
+  bench_args=(--tiny --device cpu)
+  sweep_args=(--space search_spaces/smoke.yaml --samples 2 --cpus-per-trial 1 --time-budget 2m)
+  t_test=300; t_bench=240; t_sweep=420
+else
+  device=cuda
+  if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check.sh: torch sees no CUDA device here; for a CPU dry run use --tiny" >&2
+    exit 2
+  fi
+  test_args=(-k cuda)
+  bench_args=(--device cuda --steps 30 --warmup 5 --budget-s 6 --pack 1,2,4,8 --pack-seconds 10)
+  sweep_args=(--space search_spaces/reference_5epoch.yaml --gpus-per-trial 0.125 --cpus-per-trial 2
+              --time-budget 3m)
+  t_test=90; t_bench=170; t_sweep=240
+fi
+
+mkdir -p "$dest"
+work=$(mktemp -d /tmp/mmtune-gpu-check-XXXX)
+log=$dest/log.txt
+summary=$dest/summary.txt
+say() { echo "$*" | tee -a "$summary"; }
+step() {  # step NAME SECONDS CMD...: run CMD under a timeout, log it, record its exit status
+  local name=$1 secs=$2; shift 2
+  local t0=$SECONDS
+  echo "== $name (at most ${secs} s): $*" | tee -a "$log"
+  timeout --kill-after=20 "$secs" "$@" >>"$log" 2>&1
+  local rc=$?
+  say "$name: exit $rc in $((SECONDS - t0)) s$([ $rc = 124 ] && echo ' (timed out)')"
+}
+
+say "gpu_check.sh $([ $tiny = 1 ] && echo --tiny) on $(hostname), device $device, $(date -u +%FT%TZ)"
+$PY - >>"$summary" 2>&1 <<'PY'
+import torch
+print(f"torch {torch.__version__}, cuda {torch.version.cuda}, "
+      f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+PY
+step "fast-path gradient test" $t_test $PY -m pytest -q -rA -p no:cacheprovider tests/training/test_fast_path.py \
+  "${test_args[@]}"
+grep -E "^(PASSED|FAILED|ERROR)" "$log" | sed 's/^/  /' >>"$summary"
+step "bench" $t_bench $PY -m mmtune bench "${bench_args[@]}" --out "$work/benchmarks-$device.md" \
+  --json "$work/benchmarks-$device.json"
+cp "$work/benchmarks-$device.md" "$work/benchmarks-$device.json" "$dest"/ 2>/dev/null
+step "reference sweep" $t_sweep $PY run_search.py "${sweep_args[@]}" --seed 0 --storage "$work/experiments" \
+  --name reference-gpu
+if [ -d "$work/experiments/reference-gpu" ]; then
+  tar czf "$dest/reference-gpu.tar.gz" -C "$work/experiments" --exclude='checkpoint_*' --exclude='*.pt' \
+    reference-gpu
+  say "reference sweep: $(du -h "$dest/reference-gpu.tar.gz" | cut -f1) packed (no checkpoints)"
+fi
+grep -E "best|test mse|trials" "$log" | tail -8 | sed 's/^/  /' >>"$summary"
+ls "$dest" | sed 's/^/  returned: /' >>"$summary"
+cat "$summary"
