@@ -25,6 +25,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """`mmtune train`: one model, one config."""
     from mmtune.flow import FLOW_ESTIMATORS
     from mmtune.models import flow_models, list_models
+    from mmtune.training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
 
     p = sub.add_parser("train", help="train one model config and write its test metrics")
     p.add_argument("--model", default="conv_tau", help=f"{' | '.join(list_models())} (default conv_tau)")
@@ -35,20 +36,23 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                                       "the reference report's); explicit flags override it")
     p.add_argument("--epochs", type=int, help="epochs (default 5, or the protocol's)")
     p.add_argument("--batch-size", type=int, help="batch size (default 16, or the preset's or protocol's)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--kl-weight", type=float)
-    p.add_argument("--optimizer")
-    p.add_argument("--scheduler")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (cuda before cpu) | cpu | cuda")
-    p.add_argument("--no-fast", action="store_true", help="turn off the GPU fast path (eager fp32)")
+    d = TrainConfig()
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr:g}, or the preset's)")
+    p.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay:g}, or the preset's)")
+    p.add_argument("--kl-weight", type=float,
+                   help="weight of the KL term of models with one, e.g. conv_tau (default: the model's)")
+    p.add_argument("--optimizer", help=f"{' | '.join(OPTIMIZERS)} (default {d.optimizer}, or the preset's)")
+    p.add_argument("--scheduler", help=f"{' | '.join(SCHEDULERS)} (default {d.scheduler}, or the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the weights (default 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda before cpu) | cpu | cuda (default auto)")
+    p.add_argument("--no-fast", action="store_true",
+                   help="train in eager fp32: no bf16 autocast (CUDA, CPUs with AVX512-BF16) nor CUDA speed-ups")
     p.add_argument("--flow", help=f"optical-flow input channels of {', '.join(flow_models())}: "
-                                  f"{' | '.join(FLOW_ESTIMATORS)}")
+                                  f"{' | '.join(FLOW_ESTIMATORS)} (default none, or the preset's)")
     p.add_argument("--raft-weights", help="path of the RAFT weights file (for --flow raft_*)")
     p.add_argument("--digits", default="embedded", help="embedded (offline, default) | torchvision")
     p.add_argument("--digits-root", help="torchvision MNIST folder")
-    p.add_argument("--num-digits", type=int, default=2)
+    p.add_argument("--num-digits", type=int, default=2, help="digits per clip (default 2)")
     p.add_argument("--train-size", help="number of train sequences, or 'online' (default 10000, or the protocol's)")
     p.add_argument("--val-size", type=int, help="val sequences (default 1000, or the protocol's)")
     p.add_argument("--test-size", type=int, help="test sequences (default 2000, or the protocol's)")

@@ -48,3 +48,4 @@ def test_without_a_gpu_the_full_check_refuses_before_writing(tmp_path: Path) -> 
     res = _check(out=str(dest))
     assert res.returncode == 2 and "torch sees no CUDA device here" in res.stderr
     assert not dest.exists()
+
