@@ -28,10 +28,15 @@ run: $(STAMP)
 train: $(STAMP)
 	$(BIN)/mmtune train $(ARGS)
 
+# Two pytest workers (pytest-xdist): most tests wait on subprocesses, Ray or Chromium, so one core
+# alone sits half idle. --dist loadgroup keeps the Ray sweeps (xdist_group "ray") on one worker, one
+# at a time. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(TEST_STAMP)
 	$(BIN)/ruff check mmtune tests run_search.py scripts
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mmtune tests run_search.py scripts

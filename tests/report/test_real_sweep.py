@@ -17,7 +17,7 @@ from mmtune.report._load import load_experiment, trial_table
 from mmtune.report._summary import get_summary_info
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow  # a few minutes on 2 CPU cores
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # a few minutes on 2 CPU cores; the Ray sweeps run one at a time
 
 
 @pytest.fixture(scope="session")

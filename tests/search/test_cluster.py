@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.xdist_group("ray")  # make test's workers run the Ray sweeps one at a time
+
 REPO = Path(__file__).resolve().parents[2]
 # One machine, loopback only: no token to hand between the nodes and the driver.
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}

@@ -26,6 +26,10 @@ import pytest
 from mmtune.search.sweep import SweepArgs, run_sweep
 from mmtune.search.tune_adapter import KEEP_CHECKPOINTS
 
+# `make test` runs on 2 workers (pytest-xdist, --dist loadgroup): the tests that run a Ray sweep share
+# one group, so they run one at a time while the other worker takes the rest.
+RAY_SWEEP = pytest.mark.xdist_group("ray")
+
 REPO = Path(__file__).resolve().parents[2]
 
 # -- bad input: one table ---------------------------------------------------------------------
@@ -287,6 +291,7 @@ data: {train_size: 32, val_size: 8, test_size: 8}
 """
 
 
+@RAY_SWEEP
 def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
     from mmtune.report._load import load_experiment, trial_table
     from mmtune.report._summary import get_summary_info
@@ -345,6 +350,7 @@ def _check_checkpoint_count(exp: Path) -> None:
 
 # val_mse improves, then gets worse twice: with Ray's num_to_keep=2 this kept 3 checkpoints (the two
 # best and the latest, which Ray never deletes). A high fixed lr on few clips makes it likely.
+@RAY_SWEEP
 def test_a_trial_keeps_at_most_its_best_and_latest_checkpoints(tmp_path: Path) -> None:
     import torch
 
@@ -440,6 +446,7 @@ def _wait(cond: Callable[[], object], timeout: float, what: str, poll: float = 0
 
 
 @pytest.mark.slow
+@RAY_SWEEP
 def test_sweep_survives_kill_9_of_a_worker_node(tmp_path: Path, ray_nodes) -> None:
     cluster = ray_nodes(NODE_ENV)
     port = cluster.free_port()
@@ -527,6 +534,7 @@ def _trial_checkpoints(trial_dir: Path, epochs: int):
     return trial, lambda: Trainer(trial, progress=False)
 
 
+@RAY_SWEEP
 def test_unusable_checkpoint_fails_over_to_the_previous_one_else_retrains(tmp_path: Path) -> None:
     from ray.tune import Checkpoint
 
@@ -577,6 +585,7 @@ data: {train_size: 96, val_size: 16, test_size: 8}
 
 
 @pytest.mark.slow
+@RAY_SWEEP
 def test_truncated_checkpoint_mid_sweep_fails_the_trial_over_and_the_others_carry_on(tmp_path: Path) -> None:
     space = tmp_path / "failover.yaml"
     space.write_text(FAILOVER_SPACE)

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 
 from mmtune.search.sweep import SweepArgs, run_sweep
+
+pytestmark = pytest.mark.xdist_group("ray")  # make test's workers run the Ray sweeps one at a time
 
 REPO = Path(__file__).resolve().parents[2]
 

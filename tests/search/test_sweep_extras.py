@@ -14,6 +14,8 @@ import pytest
 from mmtune.search.sweep import SweepArgs, run_sweep
 from mmtune.search.warm_start import WARM_ATTR
 
+pytestmark = pytest.mark.xdist_group("ray")  # make test's workers run the Ray sweeps one at a time
+
 
 def _study(exp: Path) -> optuna.Study:
     return optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'study.db'}")
