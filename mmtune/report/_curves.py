@@ -14,6 +14,7 @@ from mmtune.report._plot import empty_figure, model_colors
 from mmtune.search.experiment import Outcome
 
 DIVERGED, FAILED, RUNNING, STOPPED_EARLY = Outcome.DIVERGED, Outcome.FAILED, Outcome.RUNNING, Outcome.STOPPED_EARLY
+CUT = Outcome.CUT_AT_BUDGET
 
 _TITLE = "Validation MSE by epoch, every trial"
 
@@ -58,6 +59,10 @@ def get_curves_info(exp: Experiment) -> CurvesInfo:
     if n_asha:
         notes.append(f"{n_asha} trial(s) were stopped early by ASHA (dashed, ending in ×): their values were "
                      "reached on a shorter budget than the trials that ran to the end.")
+    n_cut = sum(t.outcome == CUT for t in traces)
+    if n_cut:
+        notes.append(f"{n_cut} trial(s) were cut when the sweep's time budget ran out (dash-dot): they keep "
+                     "the checkpoint of their last finished epoch.")
     return CurvesInfo(exp.models, traces, notes)
 
 
@@ -71,7 +76,7 @@ def draw_curves(info: CurvesInfo) -> go.Figure:
     shown: set[str] = set()
     for t in drawable:
         assert t.last_finite_epoch is not None  # drawable ones have one
-        dash = "dash" if t.outcome == STOPPED_EARLY else ("dot" if t.outcome == RUNNING else "solid")
+        dash = {STOPPED_EARLY: "dash", RUNNING: "dot", CUT: "dashdot"}.get(t.outcome, "solid")
         fig.add_scatter(
             x=t.epochs, y=t.val_mse, mode="lines+markers", line=dict(color=colors[t.model], dash=dash, width=1.5),
             marker=dict(size=4), name=t.model, legendgroup=t.model, showlegend=t.model not in shown,
@@ -97,7 +102,8 @@ def draw_curves(info: CurvesInfo) -> go.Figure:
                dict(symbol="x", size=12, color="#d62728")),
               (FAILED, "failed with an error (red ✕)", dict(color="rgba(0,0,0,0)"),
                dict(symbol="x-thin-open", size=12, color="#d62728", line=dict(width=2, color="#d62728"))),
-              (RUNNING, "still running (dotted)", dict(dash="dot", color="#555"), dict(size=1))]
+              (RUNNING, "still running (dotted)", dict(dash="dot", color="#555"), dict(size=1)),
+              (CUT, "cut at the time budget (dash-dot)", dict(dash="dashdot", color="#555"), dict(size=1))]
     for outcome, label, line, marker in styles:
         if outcome in outcomes:
             fig.add_scatter(x=[None], y=[None], mode="lines+markers", name=label, line=line, marker=marker)

@@ -2,17 +2,20 @@
 
 Two limits work together. The soft one, `BudgetPolicy`, is asked before each new trial: it is not
 started when the time used plus the trial's expected length would pass the budget (expected: the
-median of the finished trials' wall times, or, before any has finished, the projection of the
-running ones from their epochs so far). The hard one is Ray's `time_budget_s` at the budget
-itself: a trial still running then is stopped, and keeps its checkpoint of the last epoch it
-finished. Either way the sweep then tests each family's best trial and writes its report.
+slowest finished trial so far, or, before any has finished, the projection of the running ones
+from their epochs so far; the slowest rather than the median, so that a trial slower than usual,
+on a machine that is busy, still ends within the budget). The hard one is Ray's `time_budget_s` at
+the budget itself: a trial still running then is cut, keeps its checkpoint of the last epoch it
+finished, and is labelled "cut at the time budget", not "stopped early". Either way the sweep then
+tests each family's best trial and writes its report.
+
+Both clocks start when the sweep asks for its first trial, inside Tuner.fit, as Ray's does.
 This module holds the arithmetic; the Ray adapter calls it.
 """
 
 from __future__ import annotations
 
 import re
-import statistics
 from dataclasses import dataclass, field
 
 from mmtune.errors import MMTuneError
@@ -53,28 +56,38 @@ class BudgetPolicy:
 
     Args:
         budget_s: the whole budget, seconds.
-        start: when the sweep started (the clock's seconds).
+        start: when the sweep started (the clock's seconds); None: at the first `fits` call.
     """
 
     budget_s: float
-    start: float
+    start: float | None = None
     finished: list[float] = field(default_factory=list)  # wall seconds of each finished trial
     running: dict[str, tuple[float, int, int]] = field(default_factory=dict)  # id -> (seconds, epoch, planned)
     refused: int = 0  # trials not started because they would not fit
+    last_start: tuple[float, float] | None = None  # the last trial started: (seconds into the budget, expected)
 
     def expected_trial_s(self) -> float:
         """A new trial's expected wall time (0 when nothing is known yet: the first trials always start)."""
         if self.finished:
-            return statistics.median(self.finished)
+            return max(self.finished)
         projected = [secs / epoch * planned for secs, epoch, planned in self.running.values() if epoch > 0]
-        return statistics.median(projected) if projected else 0.0
+        return max(projected) if projected else 0.0
 
     def fits(self, now: float) -> bool:
         """True when a trial started at `now` is expected to end within the budget."""
-        ok = (now - self.start) + self.expected_trial_s() <= self.budget_s
-        if not ok:
+        if self.start is None:
+            self.start = now
+        into, expected = now - self.start, self.expected_trial_s()
+        ok = into + expected <= self.budget_s
+        if ok:
+            self.last_start = (into, expected)
+        else:
             self.refused += 1
         return ok
+
+    def spent(self, now: float) -> bool:
+        """True once the whole budget has passed: a trial that ends now short of its epochs was cut."""
+        return self.start is not None and now - self.start >= self.budget_s
 
     def on_result(self, trial_id: str, seconds: float, epoch: int, planned: int) -> None:
         """A running trial reported an epoch (`seconds`: its wall time so far)."""

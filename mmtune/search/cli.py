@@ -79,8 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()) + f" (default {DEFAULT_OBJECTIVE})")
     p.add_argument("--time-budget", metavar="DURATION",
                    help="wall time for the trials, e.g. 90s, 30m, 2h, 1h30m: no trial starts that would not end "
-                        "within it (expected: the median trial so far), a trial still running at the budget is "
-                        "stopped at its last checkpoint; the test split and the report come after (default: none, "
+                        "within it (expected: the slowest trial so far), a trial still running at the budget is "
+                        "cut at its last checkpoint and labelled so; the test split and the report come after (default: none, "
                         "run every trial; on --resume the budget counts again from the resume)")
     p.add_argument("--warm-start", metavar="EXPERIMENT_DIR",
                    help="an earlier sweep of the same space (or one its configs fit): its trials seed the Optuna "

@@ -70,11 +70,17 @@ def is_uri(storage: str) -> bool:
 # -- how a trial ended -------------------------------------------------------------------------
 
 
+# True on the rows of a trial that --time-budget's hard limit ended (results.parquet's column, and the
+# key the budget limiter adds to such a trial's last result); absent from an earlier sweep's results.
+CUT_KEY = "cut_by_budget"
+
+
 class Outcome(Enum):
     """How a trial ended, or where it stands; `label` is what the report and console show."""
 
     COMPLETED = "completed"
     STOPPED_EARLY = "stopped_early"
+    CUT_AT_BUDGET = "cut_by_budget"
     DIVERGED = "diverged"
     FAILED = "failed"
     RUNNING = "running"
@@ -87,18 +93,21 @@ class Outcome(Enum):
 
 
 _LABELS = {Outcome.COMPLETED: "completed", Outcome.STOPPED_EARLY: "stopped early (ASHA)",
+           Outcome.CUT_AT_BUDGET: "cut at the time budget",
            Outcome.DIVERGED: "diverged (NaN)", Outcome.FAILED: "failed (error)", Outcome.RUNNING: "running",
            Outcome.PENDING: "pending"}
 
 
-def classify(status: str, diverged: bool, last_epoch: int, planned: int) -> Outcome:
+def classify(status: str, diverged: bool, last_epoch: int, planned: int, cut: bool = False) -> Outcome:
     """The one rule for how a trial ended.
 
     Args:
         status: Ray's trial status (TERMINATED, ERROR, RUNNING, PENDING, PAUSED).
         diverged: whether any of its epochs went NaN.
         last_epoch: the last epoch it reported (0: none).
-        planned: the epochs it was given; a finished trial that stopped short was stopped by ASHA.
+        planned: the epochs it was given; a finished trial that stopped short was stopped by ASHA,
+            or, when `cut`, by --time-budget's hard limit.
+        cut: it ended once the time budget was spent.
     """
     status = status.upper()
     if status == "ERROR":
@@ -109,6 +118,8 @@ def classify(status: str, diverged: bool, last_epoch: int, planned: int) -> Outc
         return Outcome.RUNNING
     if status != "TERMINATED":
         return Outcome.PENDING
+    if cut and last_epoch < planned:
+        return Outcome.CUT_AT_BUDGET
     if 0 < last_epoch < planned:
         return Outcome.STOPPED_EARLY
     return Outcome.COMPLETED
@@ -124,15 +135,17 @@ def trial_outcomes(results: Any) -> dict[str, Outcome]:
     for tid, g in results.groupby("trial_id", sort=False):
         last, planned = (as_finite(pd.to_numeric(g[c], errors="coerce").max()) for c in ("epoch", "epochs_planned"))
         diverged = bool(g["diverged"].fillna(False).astype(bool).any())
+        cut = CUT_KEY in g and bool(g[CUT_KEY].fillna(False).astype(bool).any())
         out[str(tid)] = classify(str(g["status"].iloc[-1]), diverged, 0 if math.isnan(last) else int(last),
-                                 0 if math.isnan(planned) else int(planned))
+                                 0 if math.isnan(planned) else int(planned), cut)
     return out
 
 
 def trial_counts(results: Any) -> dict[str, Any]:
     """sweep.json's trial counts and timings (`SweepMeta.num_trials` ...) of a results frame."""
     if results.empty:
-        return {"num_trials": 0, "stopped_early": 0, "errored": 0, "diverged": 0, "trial_epochs": 0}
+        return {"num_trials": 0, "stopped_early": 0, "cut_by_budget": 0, "errored": 0, "diverged": 0,
+                "trial_epochs": 0}
     n = Counter(trial_outcomes(results).values())
     per_trial = results.groupby("trial_id").agg(total=("time_total_s", "max"), train=("train_seconds_total", "max"))
     overheads = [float(r.total) - float(r.train) for r in per_trial.itertuples()
@@ -140,6 +153,7 @@ def trial_counts(results: Any) -> dict[str, Any]:
     return {
         "num_trials": int(len(per_trial)),
         "stopped_early": n[Outcome.STOPPED_EARLY],
+        "cut_by_budget": n[Outcome.CUT_AT_BUDGET],
         "errored": n[Outcome.FAILED],
         "diverged": n[Outcome.DIVERGED],
         "trial_epochs": int(results[results["epoch"] > 0].shape[0]),
@@ -171,6 +185,7 @@ class TrialRecord:
     error: str | None
     path: str
     checkpoints: list[CheckpointRef] = field(default_factory=list)  # those Ray kept (best + latest)
+    cut_by_budget: bool = False  # it ended once --time-budget was spent (`CUT_KEY`)
 
 
 # results.parquet's first columns, in this order; the trial's `config/<param>` columns follow.
@@ -200,9 +215,10 @@ def _trial_rows(t: TrialRecord) -> list[dict[str, Any]]:
     rows = dedupe_rows(t.rows)
     last = max((int(r.get("epoch") or 0) for r in rows), default=0)
     planned = max((int(r.get("epochs_planned") or 0) for r in rows), default=0)
-    outcome = classify(t.status, any(bool(r.get("diverged")) for r in rows), last, planned)
+    outcome = classify(t.status, any(bool(r.get("diverged")) for r in rows), last, planned, t.cut_by_budget)
     common = {"trial_id": t.trial_id, "status": t.status, "stopped_early": outcome is Outcome.STOPPED_EARLY,
-              "error": t.error, "optuna_trial": t.config.get("optuna_trial")}
+              CUT_KEY: outcome is Outcome.CUT_AT_BUDGET, "error": t.error,
+              "optuna_trial": t.config.get("optuna_trial")}
     if not rows:  # a trial that failed before its first epoch still gets a row
         return [{**common, "model": t.config.get(MODEL_KEY), "epoch": 0, "val_mse": math.nan, "diverged": False,
                  **{f"config/{k}": v for k, v in t.config.items() if k != "optuna_trial"}}]
@@ -267,7 +283,9 @@ def read_results(exp_dir: str | Path) -> Any:
     for col in COST_COLUMNS:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("stopped_early", "diverged"):
+    if CUT_KEY not in df:
+        df[CUT_KEY] = False
+    for col in ("stopped_early", "diverged", CUT_KEY):
         df[col] = df[col].fillna(False).astype(bool)
     df["status"] = df["status"].fillna("").astype(str).str.upper()
     return df
@@ -390,6 +408,7 @@ class SweepMeta:
     tune_seconds: float | None = None  # of the last run: its trials, before the test evaluation
     num_trials: int | None = None  # the counts are set when a run ends
     stopped_early: int | None = None
+    cut_by_budget: int | None = None  # trials --time-budget's hard limit ended short of their epochs
     errored: int | None = None
     diverged: int | None = None
     trial_epochs: int | None = None

@@ -506,7 +506,10 @@ def _finish(meta: SweepMeta, status: str, df: Any, t_start: float, t_tuned: floa
     budget = None
     if meta.budget:  # used: this run's trials (Tuner.fit), as the budget counts; Ray's start and the test come besides
         budget = {**meta.budget, "used_s": outcome.fit_seconds, "sweep_s": t_end - t_start,
-                  "ended_by_budget": outcome.budget_ended, "trials_started": counts.get("num_trials")}
+                  "ended_by_budget": outcome.budget_ended, "trials_started": counts.get("num_trials"),
+                  "refused": outcome.budget_refused, "cut": counts.get("cut_by_budget")}
+        if outcome.budget_last_start is not None:  # the soft limit's last yes: when, and what it expected
+            budget["last_start_s"], budget["last_expected_s"] = outcome.budget_last_start
     return dataclasses.replace(meta, runs=runs, ended=_iso(t_end), status=status, tune_seconds=t_tuned - t_start,
                                wall_seconds=sum(float(r.wall_seconds or 0) for r in runs), budget=budget, **counts)
 
@@ -587,7 +590,8 @@ def _build_report(exp_dir: Path) -> None:
 
 
 def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
-    print(f"sweep {meta.status}: {meta.num_trials} trials ({meta.stopped_early} stopped early, "
+    cut = f"{meta.cut_by_budget} cut at the time budget, " if meta.cut_by_budget else ""
+    print(f"sweep {meta.status}: {meta.num_trials} trials ({meta.stopped_early} stopped early, {cut}"
           f"{meta.errored} errored, {meta.diverged} diverged) in {meta.wall_seconds or 0:.0f}s -> {exp_dir}")
     for model, entry in sorted(found.best_configs.items()):
         tested = found.test_metrics.get(model)
@@ -604,8 +608,11 @@ def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
         print(line)
     if meta.budget and meta.budget.get("used_s") is not None:
         b = meta.budget
+        why = (f"; {b['refused']} trial(s) not started, as they would not have ended in time" if b.get("refused")
+               else "") + (f"; {b['cut']} trial(s) cut at the budget, at their last finished epoch" if b.get("cut")
+                           else "")
         print(f"  time budget {b['budget']}: the trials used {b['used_s']:.0f}s of {b['budget_s']:.0f}s"
-              + (" (the budget ended the sweep)" if b.get("ended_by_budget") else ""))
+              + (" (the budget ended the sweep" + why + ")" if b.get("ended_by_budget") else ""))
     test_base = found.baselines.splits["test"]
     print(f"  baselines on the {test_base.size} test clips (no training), test mse_frame: "
           + ", ".join(f"{k} {v['mse_frame']:.2f}" for k, v in sorted(test_base.metrics.items(),

@@ -33,7 +33,16 @@ from ray.tune.search.optuna import OptunaSearch
 from mmtune.errors import MMTuneError
 from mmtune.search.algorithms import get_sampler, get_scheduler
 from mmtune.search.budget import BudgetPolicy
-from mmtune.search.experiment import FLOPS, CheckpointRef, ClusterInfo, Outcome, TrialRecord, classify, is_uri
+from mmtune.search.experiment import (
+    CUT_KEY,
+    FLOPS,
+    CheckpointRef,
+    ClusterInfo,
+    Outcome,
+    TrialRecord,
+    classify,
+    is_uri,
+)
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
 from mmtune.search.trial_log import METRIC, TB_DIR, TrialLog
 from mmtune.search.warm_start import WarmStart, seed_study
@@ -89,6 +98,8 @@ class TuneOutcome:
     trials: list[TrialRecord]
     interrupted: bool
     budget_ended: bool = False
+    budget_refused: int = 0  # trials --time-budget's soft limit did not start
+    budget_last_start: tuple[float, float] | None = None  # BudgetPolicy.last_start: when, and expected length
     fit_seconds: float = 0.0  # Tuner.fit's wall time: what --time-budget counts
 
 
@@ -274,24 +285,30 @@ class RecordingOptunaSearch(OptunaSearch):
             self._record(trial_id, result)
             epoch = int(result.get("epoch", result.get("training_iteration", 0)))
             outcome = classify("ERROR" if error else "TERMINATED", bool(result.get("diverged", False)), epoch,
-                               int(result.get("epochs_planned", epoch)))
+                               int(result.get("epochs_planned", epoch)), bool(result.get(CUT_KEY, False)))
             ot.set_user_attr("value_epoch", epoch)  # the epoch whose val_mse Optuna is told
             ot.set_user_attr("diverged", outcome is Outcome.DIVERGED)
             ot.set_user_attr("stopped_early", outcome is Outcome.STOPPED_EARLY)
+            ot.set_user_attr(CUT_KEY, outcome is Outcome.CUT_AT_BUDGET)
 
 
 class BudgetLimiter(ConcurrencyLimiter):
     """The concurrency limit, and --time-budget's soft limit: once a new trial would not end within
     the budget (`BudgetPolicy`), the search is FINISHED and only the running trials go on.
 
-    Ray's `time_budget_s` is the hard limit at the budget itself. On --resume the budget counts
-    again from the resumed run's start, as Ray's does.
+    Ray's `time_budget_s` is the hard limit at the budget itself. Ray stops the trials still running
+    then without telling the searcher, so `close_cut_trials` does, after Tuner.fit: each ends with
+    `CUT_KEY` in its last result, so that Optuna's trial is complete and it is labelled cut rather
+    than stopped early (`cut` holds their ids). On --resume the budget counts again from the resumed
+    run's start, as Ray's does.
     """
 
     def __init__(self, searcher: Searcher, max_concurrent: int, budget_s: float | None) -> None:
         super().__init__(searcher, max_concurrent=max_concurrent)
-        self.policy = BudgetPolicy(budget_s, time.time()) if budget_s else None
+        self.policy = BudgetPolicy(budget_s) if budget_s else None  # its clock starts at the first suggest
         self.started: dict[str, float] = {}
+        self.last: dict[str, dict[str, Any]] = {}  # each running trial's last result
+        self.cut: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Searcher.FINISHED
         if self.policy is not None and len(self.live_trials) < self.max_concurrent:
@@ -306,17 +323,30 @@ class BudgetLimiter(ConcurrencyLimiter):
         if self.policy is not None and trial_id in self.started:
             self.policy.on_result(trial_id, time.time() - self.started[trial_id], int(result.get("epoch", 0)),
                                   int(result.get("epochs_planned", 1)))
+            self.last[trial_id] = result
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if self.policy is not None and trial_id in self.started:
-            self.policy.on_complete(trial_id, time.time() - self.started.pop(trial_id))
+            now = time.time()
+            self.policy.on_complete(trial_id, now - self.started.pop(trial_id))
+            result = result or self.last.get(trial_id)
+            self.last.pop(trial_id, None)
+            if self.policy.spent(now) and not error:
+                self.cut.add(trial_id)
+                result = {**(result or {}), CUT_KEY: True}
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def close_cut_trials(self) -> None:
+        """Complete the trials Ray's hard limit stopped (those still running once the budget is spent)."""
+        if self.policy is not None and self.policy.spent(time.time()):
+            for trial_id in list(self.started):
+                self.on_trial_complete(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
         if self.policy is not None:
-            self.policy = BudgetPolicy(self.policy.budget_s, time.time())
+            self.policy = BudgetPolicy(self.policy.budget_s)
             self.started = {}
 
 
@@ -455,11 +485,16 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     except KeyboardInterrupt:
         interrupted = True
         grid = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec)).get_results()
-    refused = limiter is not None and limiter.policy is not None and limiter.policy.refused > 0
+    if limiter is not None and not interrupted:
+        limiter.close_cut_trials()
+    policy = limiter.policy if limiter is not None else None
+    refused = policy.refused if policy is not None else 0
     fit_s = time.time() - t0
     timed_out = settings.budget_s is not None and fit_s >= settings.budget_s
-    outcome = _outcome(grid, settings.samples, interrupted, not interrupted and (refused or timed_out))
-    return dataclasses.replace(outcome, fit_seconds=fit_s)
+    cut = limiter.cut if limiter is not None else set()
+    outcome = _outcome(grid, settings.samples, interrupted, not interrupted and (refused > 0 or timed_out), cut)
+    return dataclasses.replace(outcome, fit_seconds=fit_s, budget_refused=refused,
+                               budget_last_start=policy.last_start if policy is not None else None)
 
 
 def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
@@ -493,7 +528,8 @@ def experiment_path(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage) / name)
 
 
-def _outcome(grid, samples: int, interrupted: bool, budget_ended: bool = False) -> TuneOutcome:
+def _outcome(grid, samples: int, interrupted: bool, budget_ended: bool = False,
+             cut: set[str] | None = None) -> TuneOutcome:
     statuses: dict[str, str] = {}
     analysis = getattr(grid, "_experiment_analysis", None)
     for t in getattr(analysis, "trials", None) or []:
@@ -512,7 +548,7 @@ def _outcome(grid, samples: int, interrupted: bool, budget_ended: bool = False) 
         checkpoints = [CheckpointRef(c.path, dict(m), c) for c, m in (result.best_checkpoints or [])]
         status = statuses.get(trial_id, "ERROR" if error else "TERMINATED")
         trials.append(TrialRecord(trial_id, status, dict(result.config or {}), rows, error, result.path,
-                                  checkpoints))
+                                  checkpoints, trial_id in (cut or ())))
     unfinished = [t for t in trials if t.status not in TERMINAL]
     short = len(trials) < samples and not budget_ended
     return TuneOutcome(trials, interrupted or bool(unfinished) or short, budget_ended)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import math
 
-from mmtune.search.experiment import CheckpointRef, TrialRecord, results_frame
+from mmtune.search.experiment import (
+    CUT_KEY,
+    CheckpointRef,
+    Outcome,
+    TrialRecord,
+    read_results,
+    results_frame,
+    trial_counts,
+    trial_outcomes,
+    write_results,
+)
 from mmtune.search.spaces import parse_space
 from mmtune.search.sweep import best_per_model
 from mmtune.search.trial_log import DIVERGED_VAL_MSE
@@ -32,7 +42,9 @@ def _trials() -> list[TrialRecord]:
                           [_row(1, 800.0, "simple_lstm"), _row(1, 700.0, "simple_lstm"),
                            _row(2, 650.0, "simple_lstm"), _row(3, 600.0, "simple_lstm")], None, "/x/d")
     failed = TrialRecord("e", "ERROR", {"model": "simple_lstm", "optuna_trial": 4}, [], "RuntimeError: boom", "/x/e")
-    return [ok, stopped, diverged, retried, failed]
+    cut = TrialRecord("f", "TERMINATED", {"model": "simple_lstm", "optuna_trial": 5},
+                      [_row(1, 750.0, "simple_lstm")], None, "/x/f", cut_by_budget=True)
+    return [ok, stopped, diverged, retried, failed, cut]
 
 
 def test_results_frame_marks_outcomes_and_keeps_the_truth() -> None:
@@ -45,6 +57,18 @@ def test_results_frame_marks_outcomes_and_keeps_the_truth() -> None:
     assert not df.loc[("c", 1), "stopped_early"]  # a diverged trial is not "stopped early"
     assert df.loc[("e", 0), "status"] == "ERROR" and "boom" in df.loc[("e", 0), "error"]
     assert df.loc[("a", 1), "optuna_trial"] == 0 and df.loc[("a", 1), "config/model"] == "conv_tau"
+    assert df.loc[("f", 1), CUT_KEY] and not df.loc[("f", 1), "stopped_early"]  # the budget, not ASHA
+    assert not df[CUT_KEY].drop(index=("f", 1)).any()
+
+
+def test_a_trial_cut_at_the_budget_is_counted_apart_from_asha_and_read_back(tmp_path) -> None:
+    df = read_results(write_results(tmp_path, results_frame(_trials())).parent)
+    outcomes = trial_outcomes(df)
+    assert outcomes["f"] is Outcome.CUT_AT_BUDGET and outcomes["b"] is Outcome.STOPPED_EARLY
+    counts = trial_counts(df)
+    assert counts["cut_by_budget"] == 1 and counts["stopped_early"] == 1
+    older = read_results(write_results(tmp_path, df.drop(columns=[CUT_KEY])).parent)  # an earlier sweep's
+    assert not older[CUT_KEY].any() and trial_outcomes(older)["f"] is Outcome.STOPPED_EARLY
 
 
 def test_best_per_model_is_over_all_epochs_and_skips_diverged() -> None:

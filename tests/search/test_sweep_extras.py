@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from mmtune.search.experiment import CUT_KEY
 from mmtune.search.sweep import SweepArgs, run_sweep
 from mmtune.search.warm_start import WARM_ATTR
 
@@ -44,13 +45,46 @@ def test_time_budget_stops_starting_trials_and_still_tests_the_best(tiny_space: 
     b = meta["budget"]
     assert b["budget"] == "1m" and b["budget_s"] == 60.0 and b["ended_by_budget"] is True
     assert 1 <= meta["num_trials"] < 40 and b["trials_started"] == meta["num_trials"]
-    assert b["used_s"] < 60.0  # the soft limit ended it: no trial started that would not fit ...
-    epochs = pd.read_parquet(result.exp_dir / "results.parquet").groupby("trial_id")["epoch"].max()
-    assert (epochs == 3).all()  # ... so Ray's hard stop at the budget cut none short
+    assert meta["stopped_early"] == 0  # FIFO stops none early: a trial the hard limit ends is counted as cut
+    df = pd.read_parquet(result.exp_dir / "results.parquet")
+    epochs = df.groupby("trial_id")["epoch"].max()
+    cut = set(df.loc[df[CUT_KEY], "trial_id"])
+    assert b["cut"] == len(cut)
+    first_report = df.groupby("trial_id")["timestamp"].min().sort_values()
+    before_last = df[df["trial_id"].isin(first_report.index[:-1])].groupby("trial_id")["time_total_s"].max()
+    # The soft limit started the last trial only when the slowest before it would have ended in time:
+    assert b["last_start_s"] + b["last_expected_s"] <= 60.0 and b["last_expected_s"] >= before_last.max()
+    if cut:  # a trial slower than every one before it (a busy machine) ran into the hard limit: the last one
+        assert len(cut) == 1 and epochs[list(cut)[0]] < 3 and first_report.index[-1] in cut
+    else:  # the soft limit ended it: no trial started that would not fit ...
+        assert b["refused"] >= 1 and b["used_s"] < 60.0
+    assert (epochs.drop(index=list(cut)) == 3).all()  # ... so Ray's hard stop cut no other short
     assert b["sweep_s"] >= b["used_s"]  # the test split came after
     test = json.loads((result.exp_dir / "test_metrics.json").read_text())
     assert test and all(math.isfinite(t["test"]["mse_frame"]) for t in test.values())
     assert "time budget 1m: the trials used" in capsys.readouterr().out
+
+
+def test_a_trial_that_outlasts_the_budget_is_cut_labelled_so_and_still_tested(tiny_space: Path, tmp_path: Path,
+                                                                               capsys) -> None:
+    """The first trial always starts; at 300 epochs it cannot end in 10 s, so the hard limit cuts it."""
+    long = tmp_path / "long.yaml"
+    long.write_text(_only_simple_lstm(tiny_space, "model: simple_lstm").replace("epochs: 3", "epochs: 300"))
+    result = run_sweep(SweepArgs(space=str(long), samples=2, scheduler="fifo", max_concurrent=1,
+                                 time_budget="10s", storage=str(tmp_path), name="cut", report=False, verbose=0))
+    assert result.status == "completed"
+    meta = _meta(result.exp_dir)
+    b = meta["budget"]
+    assert b["ended_by_budget"] is True and b["refused"] == 0 and b["cut"] == 1 == meta["cut_by_budget"]
+    assert meta["num_trials"] == 1 and meta["stopped_early"] == 0  # cut, not "stopped early (ASHA)"
+    df = pd.read_parquet(result.exp_dir / "results.parquet")
+    assert df[CUT_KEY].all() and not df["stopped_early"].any() and 1 <= df["epoch"].max() < 300
+    trial = _study(result.exp_dir).trials[0]
+    assert trial.user_attrs[CUT_KEY] is True and trial.user_attrs["stopped_early"] is False
+    test = json.loads((result.exp_dir / "test_metrics.json").read_text())
+    assert math.isfinite(test["simple_lstm"]["test"]["mse_frame"])  # its last finished epoch's checkpoint
+    out = capsys.readouterr().out
+    assert "1 cut at the time budget" in out and "1 trial(s) cut at the budget" in out
 
 
 def test_warm_start_runs_the_earlier_top_k_first_and_seeds_the_study(tiny_space: Path, tmp_path: Path) -> None:
