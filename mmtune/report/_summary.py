@@ -59,6 +59,10 @@ def budget_text(budget: dict[str, Any] | None) -> str | None:
             f"the whole sweep with its test split {format_duration(budget.get('sweep_s') or 0)}")
     if budget.get("ended_by_budget"):
         text += f"; the budget ended the sweep after {budget.get('trials_started')} trials"
+        if budget.get("refused"):
+            text += f" ({budget['refused']} not started, as they would not have ended in time)"
+        if budget.get("cut"):
+            text += f"; {budget['cut']} cut at the budget, at their last finished epoch"
     return text
 
 

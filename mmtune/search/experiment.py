@@ -118,7 +118,7 @@ def classify(status: str, diverged: bool, last_epoch: int, planned: int, cut: bo
         return Outcome.RUNNING
     if status != "TERMINATED":
         return Outcome.PENDING
-    if cut and last_epoch < planned:
+    if cut and (last_epoch < planned or last_epoch == 0):  # ended short, or before its first epoch
         return Outcome.CUT_AT_BUDGET
     if 0 < last_epoch < planned:
         return Outcome.STOPPED_EARLY

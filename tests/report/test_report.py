@@ -132,6 +132,32 @@ def test_curves_mark_asha_and_diverged(make_exp):
         == sorted(t.trial_id for t in info.traces if t.outcome == STOPPED_EARLY) == ["s3", "t3"]
 
 
+def test_a_trial_cut_at_the_time_budget_is_counted_and_drawn_as_such(make_exp, tmp_path):
+    import dataclasses
+
+    from mmtune.search.experiment import CUT_KEY, read_results, read_sweep, write_results, write_sweep
+
+    exp = make_exp()
+    df = read_results(exp)
+    df[CUT_KEY] = df["trial_id"] == "t3"  # t3 stopped after 1 of 3 epochs: now the budget's doing, not ASHA's
+    write_results(exp, df)
+    write_sweep(exp, dataclasses.replace(read_sweep(exp), budget={
+        "budget": "1h", "budget_s": 3600.0, "used_s": 3601.0, "sweep_s": 3650.0, "ended_by_budget": True,
+        "trials_started": 9, "refused": 0, "cut": 1}))
+    info = get_curves_info(load_experiment(exp))
+    by_id = {t.trial_id: t for t in info.traces}
+    assert by_id["t3"].outcome is Outcome.CUT_AT_BUDGET and by_id["s3"].outcome == STOPPED_EARLY
+    assert any("cut when the sweep's time budget ran out" in n for n in info.notes)
+    fig = draw_curves(info)
+    dashdot = [tr for tr in fig.data if tr.mode == "lines+markers" and tr.line.dash == "dashdot" and tr.x[0] is not None]
+    assert len(dashdot) == 1 and " t3 (cut at the time budget)" in dashdot[0].hovertemplate
+    assert any(tr.name == "cut at the time budget (dash-dot)" for tr in fig.data)
+    s = get_summary_info(load_experiment(exp))
+    assert s.outcomes[Outcome.CUT_AT_BUDGET] == 1 and s.outcomes[STOPPED_EARLY] == 1
+    assert s.budget is not None and s.budget.endswith("after 9 trials; 1 cut at the budget, at their last finished epoch")
+    assert "cut at the time budget: 1" in build_report(exp, tmp_path / "r.html").read_text()
+
+
 def test_params_and_importance(make_exp):
     exp = load_experiment(make_exp())
     par = get_parallel_info(exp, "conv_tau")

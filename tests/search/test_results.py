@@ -44,7 +44,9 @@ def _trials() -> list[TrialRecord]:
     failed = TrialRecord("e", "ERROR", {"model": "simple_lstm", "optuna_trial": 4}, [], "RuntimeError: boom", "/x/e")
     cut = TrialRecord("f", "TERMINATED", {"model": "simple_lstm", "optuna_trial": 5},
                       [_row(1, 750.0, "simple_lstm")], None, "/x/f", cut_by_budget=True)
-    return [ok, stopped, diverged, retried, failed, cut]
+    early = TrialRecord("g", "TERMINATED", {"model": "simple_lstm", "optuna_trial": 6}, [], None, "/x/g",
+                        cut_by_budget=True)  # cut before its first epoch
+    return [ok, stopped, diverged, retried, failed, cut, early]
 
 
 def test_results_frame_marks_outcomes_and_keeps_the_truth() -> None:
@@ -58,15 +60,16 @@ def test_results_frame_marks_outcomes_and_keeps_the_truth() -> None:
     assert df.loc[("e", 0), "status"] == "ERROR" and "boom" in df.loc[("e", 0), "error"]
     assert df.loc[("a", 1), "optuna_trial"] == 0 and df.loc[("a", 1), "config/model"] == "conv_tau"
     assert df.loc[("f", 1), CUT_KEY] and not df.loc[("f", 1), "stopped_early"]  # the budget, not ASHA
-    assert not df[CUT_KEY].drop(index=("f", 1)).any()
+    assert not df[CUT_KEY].drop(index=[("f", 1), ("g", 0)]).any() and df.loc[("g", 0), CUT_KEY]
 
 
 def test_a_trial_cut_at_the_budget_is_counted_apart_from_asha_and_read_back(tmp_path) -> None:
     df = read_results(write_results(tmp_path, results_frame(_trials())).parent)
     outcomes = trial_outcomes(df)
     assert outcomes["f"] is Outcome.CUT_AT_BUDGET and outcomes["b"] is Outcome.STOPPED_EARLY
+    assert outcomes["g"] is Outcome.CUT_AT_BUDGET and outcomes["a"] is Outcome.COMPLETED
     counts = trial_counts(df)
-    assert counts["cut_by_budget"] == 1 and counts["stopped_early"] == 1
+    assert counts["cut_by_budget"] == 2 and counts["stopped_early"] == 1
     older = read_results(write_results(tmp_path, df.drop(columns=[CUT_KEY])).parent)  # an earlier sweep's
     assert not older[CUT_KEY].any() and trial_outcomes(older)["f"] is Outcome.STOPPED_EARLY
 

@@ -56,9 +56,11 @@ def test_time_budget_stops_starting_trials_and_still_tests_the_best(tiny_space: 
     assert b["last_start_s"] + b["last_expected_s"] <= 60.0 and b["last_expected_s"] >= before_last.max()
     if cut:  # a trial slower than every one before it (a busy machine) ran into the hard limit: the last one
         assert len(cut) == 1 and epochs[list(cut)[0]] < 3 and first_report.index[-1] in cut
-    else:  # the soft limit ended it: no trial started that would not fit ...
-        assert b["refused"] >= 1 and b["used_s"] < 60.0
-    assert (epochs.drop(index=list(cut)) == 3).all()  # ... so Ray's hard stop cut no other short
+    # Either the soft limit refused the next trial, or the hard one came while the last trial ran (or
+    # was saving its last epoch): then it ended the sweep, and Ray's shutdown takes a few seconds more.
+    assert b["refused"] >= 1 or b["used_s"] >= 60.0
+    assert b["used_s"] < 70.0
+    assert (epochs.drop(index=list(cut)) == 3).all()  # Ray's hard stop cut no other trial short
     assert b["sweep_s"] >= b["used_s"]  # the test split came after
     test = json.loads((result.exp_dir / "test_metrics.json").read_text())
     assert test and all(math.isfinite(t["test"]["mse_frame"]) for t in test.values())
@@ -67,18 +69,18 @@ def test_time_budget_stops_starting_trials_and_still_tests_the_best(tiny_space: 
 
 def test_a_trial_that_outlasts_the_budget_is_cut_labelled_so_and_still_tested(tiny_space: Path, tmp_path: Path,
                                                                                capsys) -> None:
-    """The first trial always starts; at 300 epochs it cannot end in 10 s, so the hard limit cuts it."""
+    """The first trial always starts; at 1,000 epochs it cannot end in 30 s, so the hard limit cuts it."""
     long = tmp_path / "long.yaml"
-    long.write_text(_only_simple_lstm(tiny_space, "model: simple_lstm").replace("epochs: 3", "epochs: 300"))
+    long.write_text(_only_simple_lstm(tiny_space, "model: simple_lstm").replace("epochs: 3", "epochs: 1000"))
     result = run_sweep(SweepArgs(space=str(long), samples=2, scheduler="fifo", max_concurrent=1,
-                                 time_budget="10s", storage=str(tmp_path), name="cut", report=False, verbose=0))
+                                 time_budget="30s", storage=str(tmp_path), name="cut", report=False, verbose=0))
     assert result.status == "completed"
     meta = _meta(result.exp_dir)
     b = meta["budget"]
     assert b["ended_by_budget"] is True and b["refused"] == 0 and b["cut"] == 1 == meta["cut_by_budget"]
     assert meta["num_trials"] == 1 and meta["stopped_early"] == 0  # cut, not "stopped early (ASHA)"
     df = pd.read_parquet(result.exp_dir / "results.parquet")
-    assert df[CUT_KEY].all() and not df["stopped_early"].any() and 1 <= df["epoch"].max() < 300
+    assert df[CUT_KEY].all() and not df["stopped_early"].any() and 1 <= df["epoch"].max() < 1000
     trial = _study(result.exp_dir).trials[0]
     assert trial.user_attrs[CUT_KEY] is True and trial.user_attrs["stopped_early"] is False
     test = json.loads((result.exp_dir / "test_metrics.json").read_text())
