@@ -135,7 +135,7 @@ def trial_outcomes(results: Any) -> dict[str, Outcome]:
     for tid, g in results.groupby("trial_id", sort=False):
         last, planned = (as_finite(pd.to_numeric(g[c], errors="coerce").max()) for c in ("epoch", "epochs_planned"))
         diverged = bool(g["diverged"].fillna(False).astype(bool).any())
-        cut = CUT_KEY in g and bool(g[CUT_KEY].fillna(False).astype(bool).any())
+        cut = bool(g[CUT_KEY].fillna(False).astype(bool).any())  # read_results fills it for older files
         out[str(tid)] = classify(str(g["status"].iloc[-1]), diverged, 0 if math.isnan(last) else int(last),
                                  0 if math.isnan(planned) else int(planned), cut)
     return out

@@ -507,9 +507,9 @@ def _finish(meta: SweepMeta, status: str, df: Any, t_start: float, t_tuned: floa
     if meta.budget:  # used: this run's trials (Tuner.fit), as the budget counts; Ray's start and the test come besides
         budget = {**meta.budget, "used_s": outcome.fit_seconds, "sweep_s": t_end - t_start,
                   "ended_by_budget": outcome.budget_ended, "trials_started": counts.get("num_trials"),
-                  "refused": outcome.budget_refused, "cut": counts.get("cut_by_budget")}
-        if outcome.budget_last_start is not None:  # the soft limit's last yes: when, and what it expected
-            budget["last_start_s"], budget["last_expected_s"] = outcome.budget_last_start
+                  "refused": outcome.budget.refused if outcome.budget else 0, "cut": counts.get("cut_by_budget")}
+        if outcome.budget and outcome.budget.last_start:  # the soft limit's last yes: when, and what it expected
+            budget["last_start_s"], budget["last_expected_s"] = outcome.budget.last_start
     return dataclasses.replace(meta, runs=runs, ended=_iso(t_end), status=status, tune_seconds=t_tuned - t_start,
                                wall_seconds=sum(float(r.wall_seconds or 0) for r in runs), budget=budget, **counts)
 
@@ -608,11 +608,13 @@ def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
         print(line)
     if meta.budget and meta.budget.get("used_s") is not None:
         b = meta.budget
-        why = (f"; {b['refused']} trial(s) not started, as they would not have ended in time" if b.get("refused")
-               else "") + (f"; {b['cut']} trial(s) cut at the budget, at their last finished epoch" if b.get("cut")
-                           else "")
+        ended = ["the budget ended the sweep"] if b.get("ended_by_budget") else []
+        if ended and b.get("refused"):
+            ended.append(f"{b['refused']} trial(s) not started, as they would not have ended in time")
+        if ended and b.get("cut"):
+            ended.append(f"{b['cut']} trial(s) cut at the budget, at their last finished epoch")
         print(f"  time budget {b['budget']}: the trials used {b['used_s']:.0f}s of {b['budget_s']:.0f}s"
-              + (" (the budget ended the sweep" + why + ")" if b.get("ended_by_budget") else ""))
+              + (f" ({'; '.join(ended)})" if ended else ""))
     test_base = found.baselines.splits["test"]
     print(f"  baselines on the {test_base.size} test clips (no training), test mse_frame: "
           + ", ".join(f"{k} {v['mse_frame']:.2f}" for k, v in sorted(test_base.metrics.items(),

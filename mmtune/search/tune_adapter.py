@@ -98,8 +98,7 @@ class TuneOutcome:
     trials: list[TrialRecord]
     interrupted: bool
     budget_ended: bool = False
-    budget_refused: int = 0  # trials --time-budget's soft limit did not start
-    budget_last_start: tuple[float, float] | None = None  # BudgetPolicy.last_start: when, and expected length
+    budget: BudgetPolicy | None = None  # --time-budget's soft limit as the run left it (refused, last_start)
     fit_seconds: float = 0.0  # Tuner.fit's wall time: what --time-budget counts
 
 
@@ -330,8 +329,8 @@ class BudgetLimiter(ConcurrencyLimiter):
         if self.policy is not None and trial_id in self.started:
             now = time.time()
             self.policy.on_complete(trial_id, now - self.started.pop(trial_id))
-            result = result or self.last.get(trial_id)
-            self.last.pop(trial_id, None)
+            last = self.last.pop(trial_id, None)
+            result = result or last
             if self.policy.spent(now) and not error:
                 self.cut.add(trial_id)
                 result = {**(result or {}), CUT_KEY: True}
@@ -488,13 +487,12 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     if limiter is not None and not interrupted:
         limiter.close_cut_trials()
     policy = limiter.policy if limiter is not None else None
-    refused = policy.refused if policy is not None else 0
     fit_s = time.time() - t0
     timed_out = settings.budget_s is not None and fit_s >= settings.budget_s
     cut = limiter.cut if limiter is not None else set()
-    outcome = _outcome(grid, settings.samples, interrupted, not interrupted and (refused > 0 or timed_out), cut)
-    return dataclasses.replace(outcome, fit_seconds=fit_s, budget_refused=refused,
-                               budget_last_start=policy.last_start if policy is not None else None)
+    refused = policy is not None and policy.refused > 0
+    outcome = _outcome(grid, settings.samples, interrupted, not interrupted and (refused or timed_out), cut)
+    return dataclasses.replace(outcome, fit_seconds=fit_s, budget=policy)
 
 
 def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
