@@ -12,6 +12,11 @@ def model_colors(models: list[str]) -> dict[str, str]:
     return {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(models)}
 
 
+def run_colors(n: int) -> list[str]:
+    """`n` colours in a fixed order, one per run drawn side by side."""
+    return [_PALETTE[i % len(_PALETTE)] for i in range(n)]
+
+
 def empty_figure(title: str, note: str, height: int = 260) -> go.Figure:
     """A figure with no data and `note` written in its middle (what an empty record draws)."""
     fig = go.Figure()

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from mmtune._num import is_finite
+from mmtune._num import as_finite, is_finite
 from mmtune.report._load import Experiment, trial_table
 from mmtune.search.experiment import Outcome
 
@@ -44,6 +44,8 @@ class SummaryInfo(NamedTuple):
     objective: str = "mse"  # the sweep's --objective
     budget: str | None = None  # --time-budget planned against used, in words (None without one)
     warm_start: str | None = None  # where --warm-start came from and what it queued, in words
+    final_phase: str | None = None  # what the final phase trained, how long, on what, in words (None without one)
+    training_share: str | None = None  # the share of the machine's time in training steps, in words
 
 
 def budget_text(budget: dict[str, Any] | None) -> str | None:
@@ -75,6 +77,37 @@ def warm_text(warm: dict[str, Any] | None) -> str | None:
     return (f"from {warm['source']}: its {warm.get('known', 0)} fitting trials seeded the study, "
             f"{len(warm.get('enqueued', []))} ran first ({ids})"
             + (f"; {len(left)} did not fit the space and were left out" if left else ""))
+
+
+def final_text(final: dict[str, Any] | None) -> str | None:
+    """sweep.json's final-phase record in words: what it trained, for how long, on how many threads."""
+    if not final:
+        return None
+    start = final.get("start") or "?"
+    if not final.get("ran"):
+        return f"not run ({start}): too little of the budget was left"
+    text = f"{start}, for {_seconds(final.get('seconds'))} on {final.get('threads', '?')} thread(s)"
+    if final.get("train_samples"):
+        text += f": {final['train_samples']} clips"
+    if is_finite(final.get("best_val_mse")):
+        text += f", best val mse_frame {as_finite(final['best_val_mse']):.2f}"
+    if as_finite(final.get("share")) > 0 and not final.get("no_search"):
+        text += f" ({as_finite(final['share']):.0%} of the time budget)"
+    return text
+
+
+def share_text(share: float | None, final: dict[str, Any] | None) -> str | None:
+    """sweep.json's training_share in words, naming what it was measured over."""
+    if not is_finite(share):
+        return None
+    ran = bool(final and final.get("ran"))
+    who = ("the final phase" if ran and final and final.get("no_search")
+           else "the trials and the final phase" if ran else "the trials")
+    return f"{who} spent {as_finite(share) * 100:.0f} % of the machine's time in training steps"
+
+
+def _seconds(s: Any) -> str:
+    return f"{as_finite(s):.0f} s" if is_finite(s) else "an unknown time"
 
 
 def _timestamp(iso: str) -> float:
@@ -134,4 +167,6 @@ def get_summary_info(exp: Experiment) -> SummaryInfo:
         objective=meta.objective if meta else "mse",
         budget=budget_text(meta.budget) if meta else None,
         warm_start=warm_text(meta.warm_start) if meta else None,
+        final_phase=final_text(meta.final) if meta else None,
+        training_share=share_text(meta.training_share, meta.final) if meta else None,
     )

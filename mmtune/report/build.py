@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from mmtune._hardware import gpu_name
 from mmtune._io import atomic_write_bytes
 from mmtune._num import is_finite
+from mmtune.errors import MMTuneError
+from mmtune.report._anytime import TITLE as ANYTIME_TITLE
+from mmtune.report._anytime import AnytimeInfo, anytime_of, draw_anytime
 from mmtune.report._curves import draw_curves, get_curves_info
 from mmtune.report._flow import draw_flow, get_flow_info
 from mmtune.report._frames import animation_gif, get_frames_info, strip_png
@@ -88,6 +92,8 @@ def _summary_html(s: SummaryInfo, exp: Experiment) -> str:
                       else "val MSE/frame"],
         *([["Time budget", esc(s.budget)]] if s.budget else []),
         *([["Warm start", esc(s.warm_start)]] if s.warm_start else []),
+        *([["Final phase", esc(s.final_phase)]] if s.final_phase else []),
+        *([["Time in training steps", esc(s.training_share)]] if s.training_share else []),
         ["Sweep wall time", _duration(s.wall_seconds)],
         ["Started / ended", f"{esc(s.started or '?')} / "
                             f"{esc(s.ended or ('not yet' if s.status == 'running' else '?'))}"],
@@ -194,6 +200,39 @@ def _pareto_html(info: ParetoInfo) -> str:
     return "<h3>The configs on a front</h3>" + table(head, rows) + notes_list(info.notes)
 
 
+def _anytime_intro() -> str:
+    """How to read the anytime panel."""
+    return ('<p class="note">The best val MSE/frame reached so far, after each epoch any trial reported, in the '
+            "order they were reported: what the run would have delivered had it been stopped then. Left: against "
+            "the seconds since the sweep started; right: against the training FLOPs spent so far (FLOPs of one "
+            "training clip × clips trained, summed over every trial, those ASHA stopped and those that diverged "
+            "included, and the final phase). Diamonds: the final phase, which continues the best trial on the whole "
+            "machine. Other runs drawn beside this one (<code>--beside</code>) share the axes.</p>")
+
+
+def _anytime_html(infos: list[AnytimeInfo]) -> str:
+    """One row per run: what it was, its best val MSE at the end, when it got there, and the training it spent."""
+    def reached(i: AnytimeInfo) -> float | None:  # the first point at the final best
+        return i.x_seconds[i.best_val_mse.index(i.best_val_mse[-1])] if i.best_val_mse else None
+
+    rows = [[esc(i.name), esc(i.label), num(i.best_val_mse[-1] if i.best_val_mse else None, 2),
+             num(reached(i), 0), num(i.x_seconds[-1] if i.x_seconds else None, 0),
+             num(i.total_flops / 1e12 if is_finite(i.total_flops) else None, 2), str(sum(i.final))]
+            for i in infos]
+    head = ["run", "what ran", f"best val {esc(MSE_FRAME_LABEL)} at the end", "reached at (s)", "last report (s)",
+            "training TFLOPs in all", "final-phase points"]
+    notes = [f"{i.name}: {n}" if len(infos) > 1 else n for i in infos for n in i.notes]
+    return table(head, rows) + notes_list(notes)
+
+
+def _load_beside(exp_dir: str | Path) -> Experiment:
+    """An experiment to draw beside the report's own, or one MMTuneError saying which and why."""
+    try:
+        return load_experiment(exp_dir)
+    except MMTuneError as exc:
+        raise MMTuneError(f"cannot draw {str(exp_dir)!r} beside the report's sweep: {exc}") from None
+
+
 def _frames_html(exp: Experiment) -> str:
     parts, notes = [], []
     for model in exp.models:
@@ -210,7 +249,8 @@ def _frames_html(exp: Experiment) -> str:
     return "".join(parts) + notes_list(notes) if parts or notes else '<p class="note">No models.</p>'
 
 
-def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int = 5) -> Path:
+def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int = 5,
+                 beside: Sequence[str | Path] = ()) -> Path:
     """Write the HTML report of one sweep.
 
     Args:
@@ -219,12 +259,14 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
         out: The HTML file to write; a directory (existing, or ending in /) gets ``<name>.html``,
             a path without .html gets it appended. Default: ``EXP/report.html``.
         top_k: Trials per model on the leaderboard.
+        beside: Other experiment directories whose anytime curves (best val MSE so far) are drawn in
+            the same panel, e.g. the --no-search run and random search at the same time budget.
 
     Returns:
         The path written.
 
     Raises:
-        MMTuneError: `exp_dir` does not exist or holds nothing a sweep writes.
+        MMTuneError: `exp_dir`, or one of `beside`, does not exist or holds nothing a sweep writes.
 
     Example:
         >>> build_report("experiments/smoke")  # doctest: +SKIP
@@ -232,6 +274,7 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     """
     t0 = time.perf_counter()
     exp = load_experiment(exp_dir)
+    others = [_load_beside(d) for d in beside]  # a bad one stops the report before anything is written
     path = _resolve_out(exp, out)
     figs: list[str] = []
 
@@ -259,6 +302,9 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     body.append("<h2>Accuracy against cost</h2>" + cost)
     curves = get_curves_info(exp)
     body.append("<h2>Learning curves</h2>" + fig(draw_curves(curves), "curves") + notes_list(curves.notes))
+    anytime = [anytime_of(e) for e in (exp, *others)]
+    body.append(f"<h2>{esc(ANYTIME_TITLE)}</h2>" + _anytime_intro() + fig(draw_anytime(anytime), "anytime")
+                + _anytime_html(anytime))
     body.append("<h2>Hyperparameters against val MSE</h2><p class=\"note\">Per model: the search space is "
                 "conditional, so parameters of different families are never mixed. Importances are Optuna's "
                 "(PED-ANOVA, else fANOVA) on a study rebuilt from results.parquet with each trial's best val MSE "

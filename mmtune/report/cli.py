@@ -1,4 +1,4 @@
-"""`mmtune report EXPERIMENT_DIR [--out PATH]`: build the HTML report of a sweep."""
+"""`mmtune report EXPERIMENT_DIR [--out PATH] [--beside DIR ...]`: build the HTML report of a sweep."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="the sweep's experiment directory")
     p.add_argument("--out", help="HTML file, or a directory for NAME.html (default EXPERIMENT_DIR/report.html)")
     p.add_argument("--top-k", type=int, default=5, help="trials per model on the leaderboard (default 5)")
+    p.add_argument("--beside", action="append", default=[], metavar="DIR",
+                   help="another experiment directory whose best-val-MSE-so-far curve is drawn beside this "
+                        "sweep's, e.g. the --no-search run or random search at the same budget (repeatable)")
     p.set_defaults(func=run_report)
 
 
@@ -20,7 +23,7 @@ def run_report(args: argparse.Namespace) -> int:
     from mmtune.report.build import build_report
 
     t0 = time.perf_counter()
-    path = build_report(args.experiment_dir, args.out, top_k=args.top_k)
+    path = build_report(args.experiment_dir, args.out, top_k=args.top_k, beside=args.beside)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB in {time.perf_counter() - t0:.1f} s)")
     return 0

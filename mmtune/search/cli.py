@@ -24,7 +24,8 @@ EPILOG = """examples:
   run_search.py --space search_spaces/all_models.yaml --samples 64 --gpus-per-trial 0.25
   run_search.py --address auto --storage s3://bucket/mmtune   # on a running Ray cluster
   run_search.py --resume --name sweep-20260101-120000-ab12    # continue an interrupted sweep
-  run_search.py --time-budget 30m                          # start no trial that would not end in 30 minutes
+  run_search.py --time-budget 30m                          # the whole sweep, its test and report in 30 minutes
+  run_search.py --time-budget 10m --no-search              # the space's default config alone, for the same time
   run_search.py --objective mse+flops --scheduler fifo     # the MSE/FLOPs Pareto front (multi-objective)
   run_search.py --warm-start experiments/sweep-20260101-120000-ab12   # its best configs run first
 """
@@ -78,10 +79,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=list(OBJECTIVES), default=DEFAULT_OBJECTIVE,
                    help="; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()) + f" (default {DEFAULT_OBJECTIVE})")
     p.add_argument("--time-budget", metavar="DURATION",
-                   help="wall time for the trials, e.g. 90s, 30m, 2h, 1h30m: no trial starts that would not end "
-                        "within it (expected: the slowest trial so far), a trial still running at the budget is "
-                        "cut at its last checkpoint and labelled so; the test split and the report come after (default: none, "
+                   help="wall time for the whole sweep, e.g. 90s, 10m, 2h, 1h30m, its test split and report "
+                        "included: no trial starts that would not end within the search's part of it (expected: "
+                        "the slowest trial so far), a trial still running then is cut at its last checkpoint and "
+                        "labelled so (default: the space's sweep.time_budget, 10m for the default space, else none: "
                         "run every trial; on --resume the budget counts again from the resume)")
+    p.add_argument("--final-share", type=float, metavar="F",
+                   help="with a time budget: search on the first 1-F of it, then continue the best trial's best "
+                        "checkpoint on every CPU for the rest, on a schedule planned for that time (default: the "
+                        "space's sweep.final_share, 0.6 for the default space, else 0: no final phase)")
+    p.add_argument("--no-search", action="store_true",
+                   help="no search: train the space's default config (first model, middle of each range, first "
+                        "choice) from scratch for the whole --time-budget, the run a search has to beat (default off)")
     p.add_argument("--warm-start", metavar="EXPERIMENT_DIR",
                    help="an earlier sweep of the same space (or one its configs fit): its trials seed the Optuna "
                         "study and its top configs run first; the configs that do not fit are named "

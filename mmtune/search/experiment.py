@@ -199,6 +199,10 @@ ROW_COLUMNS = [
 # the cost was recorded; kept after ROW_COLUMNS when present (an earlier sweep's results lack them).
 FLOPS = "flops_per_sample"  # the cost --objective mse+flops minimises beside val_mse
 COST_COLUMNS = ("params", FLOPS, "train_samples_per_s", "infer_ms_per_clip")
+# Which phase of the sweep trained the row ("search": a Ray trial; "final": the best config continued on
+# the whole machine, `mmtune.search.final`) and how many clips it trained on; kept when present (an
+# earlier sweep's results lack them: read as "search", and NaN clips).
+PHASE_COLUMNS = ("phase", "train_samples")
 _NUMERIC = ("epoch", "val_mse", "objective", "val_mse_pixel255", "val_mae", "val_ssim", "val_psnr", "train_loss",
             "time_this_iter_s", "time_total_s", "train_seconds", "train_seconds_total", "epochs_planned")
 
@@ -230,7 +234,7 @@ def _trial_rows(t: TrialRecord) -> list[dict[str, Any]]:
                "val_mse": math.nan if diverged else as_finite(r.get("val_mse")),
                "objective": as_finite(r.get("val_mse")), "diverged": diverged}
         row.update({k: r.get(k) for k in ROW_COLUMNS if k not in row})
-        row.update({k: r[k] for k in COST_COLUMNS if k in r})
+        row.update({k: r[k] for k in (*COST_COLUMNS, *PHASE_COLUMNS) if k in r})
         row.update({k: v for k, v in r.items() if k.startswith("config/") and k != "config/optuna_trial"})
         out.append(row)
     return out
@@ -283,6 +287,8 @@ def read_results(exp_dir: str | Path) -> Any:
     for col in COST_COLUMNS:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["phase"] = df["phase"].fillna("search").astype(str) if "phase" in df else "search"
+    df["train_samples"] = pd.to_numeric(df["train_samples"], errors="coerce") if "train_samples" in df else math.nan
     if CUT_KEY not in df:
         df[CUT_KEY] = False
     for col in ("stopped_early", "diverged", CUT_KEY):
@@ -417,6 +423,8 @@ class SweepMeta:
     objective: str = "mse"  # mse | mse+flops (the sweep's --objective)
     warm_start: dict[str, Any] | None = None  # warm_start.WarmStart.record(): where from, what was queued
     budget: dict[str, Any] | None = None  # --time-budget: budget_s, used_s, ended_by_budget, trials_started
+    final: dict[str, Any] | None = None  # the final phase (`mmtune.search.final`): what it trained, from what, how long
+    training_share: float | None = None  # of the machine's time in the trials and the final phase, the share spent training
     schema: int = SCHEMA
 
 

@@ -55,7 +55,8 @@ from mmtune.models import config_fields, list_models
 from mmtune.training.config import TrainConfig, TrialConfig, build_trial
 
 TOP_KEYS = ("description", "model", "shared", "models", "data", "sweep")
-SWEEP_KEYS = ("samples", "max_epochs", "grace_period", "reduction_factor")  # defaults of the CLI flags
+# Defaults of the CLI flags: integers, but reduction_factor and final_share (numbers) and time_budget (a duration).
+SWEEP_KEYS = ("samples", "max_epochs", "grace_period", "reduction_factor", "time_budget", "final_share")
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 RESERVED_TRAIN = {"seed": "--seed", "device": "--gpus-per-trial"}
 SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
@@ -110,6 +111,21 @@ class Param:
             if n <= _ENUMERATE_MAX and not self.log:
                 return list(range(self.low, self.high + 1, step))
         return [self.low, self.high]
+
+    def middle(self) -> Any:
+        """The value a run without search takes: the first choice, or the middle of the range
+        (geometric with log; an int rounded onto its step)."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "categorical":
+            return self.choices[0]
+        mid = math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2
+        if self.kind == "int":
+            step = self.step or 1
+            return int(self.low + round((mid - self.low) / step) * step)
+        if self.step:
+            return float(self.low + round((mid - self.low) / self.step) * self.step)
+        return float(mid)
 
     @property
     def max_value(self) -> Any:
@@ -184,6 +200,24 @@ class SearchSpace:
         for name, p in {**section.model_params, **section.train_params}.items():
             if p.kind != "fixed":
                 out[f"{model}.{name}"] = p.suggest(trial, f"{model}.{name}")
+        return out
+
+    def default_params(self) -> dict[str, Any]:
+        """The space's own default config, by Optuna name: the first model, and of each sampled
+        parameter the middle of its range (geometric on a log scale; ints rounded) or its first choice.
+
+        What a researcher would run without searching; `--no-search` trains it.
+        """
+        out: dict[str, Any] = {}
+        model = self.models[0]
+        if len(self.models) > 1:
+            out[MODEL_KEY] = model
+        section = self.sections[model]
+        named = {**self.shared, **{f"{model}.{n}": p for n, p in {**section.model_params,
+                                                                   **section.train_params}.items()}}
+        for name, p in named.items():
+            if p.kind != "fixed":
+                out[name] = p.middle()
         return out
 
     def distributions(self, model: str) -> dict[str, Any]:
@@ -296,9 +330,20 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
         raise MMTuneError(f"{where}: sweep must be a mapping with some of {list(SWEEP_KEYS)}")
     _unknown(sweep, SWEEP_KEYS, f"{where}: sweep", "key")
     for key, value in sweep.items():
-        if not _is_number(value) or (key != "reduction_factor" and not isinstance(value, int)):
-            raise MMTuneError(f"{where}: sweep.{key} must be {'a number' if key == 'reduction_factor' else 'an integer'}, "
+        if key == "time_budget":
+            from mmtune.search.budget import parse_duration
+
+            try:
+                parse_duration(value)
+            except MMTuneError as exc:
+                raise MMTuneError(f"{where}: sweep.time_budget: {exc}".replace("--time-budget ", "")) from None
+            continue
+        number = key in ("reduction_factor", "final_share")
+        if not _is_number(value) or (not number and not isinstance(value, int)):
+            raise MMTuneError(f"{where}: sweep.{key} must be {'a number' if number else 'an integer'}, "
                               f"got {value!r}")
+        if key == "final_share" and not 0 <= value < 1:
+            raise MMTuneError(f"{where}: sweep.final_share must be at least 0 and below 1, got {value!r}")
     space = SearchSpace(where, models, sections, weights, shared, dict(data), str(description), dict(sweep))
     _check_configs(space)
     return space

@@ -27,9 +27,11 @@ from typing import Any
 
 from mmtune._hardware import machine
 from mmtune._num import as_finite
+from mmtune.data.datasets import DataConfig
 from mmtune.errors import MMTuneError
 from mmtune.metrics.units import UNITS
 from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, get_sampler, get_scheduler
+from mmtune.search.budget import format_duration
 from mmtune.search.experiment import (
     SPACE_FILE,
     STUDY_FILE,
@@ -56,6 +58,7 @@ from mmtune.search.experiment import (
     write_sweep,
     write_test_metrics,
 )
+from mmtune.search.final import REPORT_S, FinalStart, cpu_threads, run_final, reserve_for_test_s
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, load_space
 from mmtune.search.warm_start import DEFAULT_TOP_K, WarmStart
 from mmtune.training.checkpoint import checksum_problem
@@ -97,7 +100,9 @@ class SweepArgs:
     objective: str = DEFAULT_OBJECTIVE  # a name in OBJECTIVES
     warm_start: str | None = None  # an earlier experiment directory whose top configs run first
     warm_start_top_k: int = DEFAULT_TOP_K
-    time_budget: str | None = None  # a duration such as 30m: no trial starts that would not end within it
+    time_budget: str | None = None  # a duration such as 30m: the whole sweep, its test and report included
+    final_share: float | None = None  # of the time budget, the share for the final phase (None: the space's, else 0)
+    no_search: bool = False  # train the space's default config for the whole --time-budget (the run to beat)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
@@ -130,7 +135,8 @@ class SweepPlan:
     train_overrides: dict[str, Any]  # seed, device, the protocol's train values, epochs
     previous: SweepMeta | None = None  # the sweep.json of the experiment being resumed
     warm: WarmStart | None = None  # --warm-start's configs (None on --resume: the study holds them)
-    budget_s: float | None = None  # --time-budget in seconds
+    budget_s: float | None = None  # --time-budget in seconds (else the space's sweep.time_budget)
+    final_share: float = 0.0  # of the budget, the final phase's share (0: none)
 
     @property
     def name(self) -> str:
@@ -197,8 +203,25 @@ def plan_sweep(args: SweepArgs) -> SweepPlan:
     if run_args.max_epochs is not None or "max_epochs" in space.sweep or protocol:
         overrides["epochs"] = max_epochs
     budget_s, warm = _check_extras(run_args, space)
+    final_share = _check_final(run_args, space, budget_s)
     return SweepPlan(run_args, storage, local_root / str(run_args.name), space_path, space, samples, max_epochs,
-                     grace, rf, overrides, previous, warm, budget_s)
+                     grace, rf, overrides, previous, warm, budget_s, final_share)
+
+
+def _check_final(a: SweepArgs, space: SearchSpace, budget_s: float | None) -> float:
+    """The final phase's share of the budget (--final-share, else the space's sweep.final_share, else 0)."""
+    share = a.final_share if a.final_share is not None else space.sweep.get("final_share", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        raise MMTuneError(f"--final-share must be at least 0 and below 1, got {share!r}")
+    if (share > 0 or a.no_search) and budget_s is None:
+        raise MMTuneError(f"{'--no-search' if a.no_search else '--final-share'} needs a time budget: "
+                          f"add --time-budget (e.g. 10m)")
+    if (share > 0 or a.no_search) and a.gpus_per_trial > 0:
+        raise MMTuneError(f"{'--no-search' if a.no_search else '--final-share'} trains on the driver's CPUs; "
+                          f"use --final-share 0 with --gpus-per-trial")
+    if a.no_search and a.resume:
+        raise MMTuneError("--no-search runs no trials to resume; start it again with another --name")
+    return float(share)
 
 
 def _check_extras(a: SweepArgs, space: SearchSpace) -> tuple[float | None, WarmStart | None]:
@@ -211,7 +234,8 @@ def _check_extras(a: SweepArgs, space: SearchSpace) -> tuple[float | None, WarmS
     if a.objective != "mse" and get_scheduler(a.scheduler).rungs:
         raise MMTuneError(f"--objective {a.objective} is multi-objective, but --scheduler {a.scheduler} stops "
                           f"trials on one metric; add --scheduler fifo")
-    budget_s = parse_duration(a.time_budget) if a.time_budget is not None else None
+    budget = a.time_budget if a.time_budget is not None else space.sweep.get("time_budget")
+    budget_s = parse_duration(budget) if budget is not None else None
     if isinstance(a.warm_start_top_k, bool) or not isinstance(a.warm_start_top_k, int) or a.warm_start_top_k < 1:
         raise MMTuneError(f"--warm-start-top-k must be a positive integer, got {a.warm_start_top_k!r}")
     if a.warm_start is None or a.resume:
@@ -346,7 +370,7 @@ def _start(plan: SweepPlan, cluster: ClusterInfo, max_concurrent: int, t_start: 
         started=prev.started if prev else _iso(t_start),
         runs=(*(prev.runs if prev else ()), RunRecord(_iso(t_start), a.resume)), status="running",
         objective=a.objective, warm_start=plan.warm.record() if plan.warm else (prev.warm_start if prev else None),
-        budget={"budget_s": plan.budget_s, "budget": a.time_budget} if plan.budget_s else None,
+        budget={"budget_s": plan.budget_s, "budget": format_duration(plan.budget_s)} if plan.budget_s else None,
     )
     write_sweep(plan.exp_dir, meta)
     return meta
@@ -363,8 +387,18 @@ def _protocol_meta(plan: SweepPlan) -> dict[str, Any] | None:
     return protocol_record(plan.args.protocol, DataConfig.from_dict(plan.space.data), overridden)
 
 
-def _run_trials(plan: SweepPlan, meta: SweepMeta) -> Any:
-    """Run (or resume) the trials on Ray; the adapter's TuneOutcome."""
+def _search_budget(plan: SweepPlan, deadline: float | None) -> float | None:
+    """The search's seconds: what is left of the budget, less a first guess of the test split's and the
+    report's time (`REPORT_S` + a tenth of the budget; the final phase measures it), less the final
+    phase's share."""
+    if deadline is None or plan.budget_s is None:
+        return None
+    left = deadline - time.time() - (REPORT_S + 0.1 * plan.budget_s)
+    return max(1.0, left * (1.0 - plan.final_share))
+
+
+def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None) -> Any:
+    """Run (or resume) the trials on Ray within `budget_s`; the adapter's TuneOutcome."""
     from mmtune.search import tune_adapter as ta
 
     a, eff = plan.args, meta.effective
@@ -373,10 +407,15 @@ def _run_trials(plan: SweepPlan, meta: SweepMeta) -> Any:
         scheduler=a.scheduler, sampler=a.sampler, seed=a.seed, max_epochs=plan.max_epochs,
         grace_period=plan.grace_period, reduction_factor=plan.reduction_factor, cpus_per_trial=a.cpus_per_trial,
         gpus_per_trial=a.gpus_per_trial, max_concurrent=eff.max_concurrent, verbose=a.verbose,
-        multi_objective=a.objective != "mse", budget_s=plan.budget_s, warm=plan.warm,
+        multi_objective=a.objective != "mse", budget_s=budget_s, warm=plan.warm,
+        # With a final phase, the space's default config runs first: the search then at worst continues
+        # the run it has to beat, with less of the budget, and any config it finds better replaces it.
+        first=plan.space.default_params() if plan.final_share > 0 and not a.resume else None,
     )
     spec = ta.RunSpec(space=plan.space, train_overrides=plan.train_overrides, cpus_per_trial=a.cpus_per_trial)
-    extras = (f", objective {a.objective}" + (f", time budget {a.time_budget}" if plan.budget_s else "")
+    extras = (f", objective {a.objective}"
+              + (f", time budget {format_duration(plan.budget_s)} in all, {budget_s:.0f}s of it to search"
+                 if plan.budget_s and budget_s else "")
               + (f", warm start: {len(plan.warm.enqueued)} configs of {plan.warm.source} first" if plan.warm else ""))
     _say(f"mmtune search: {plan.samples} trials of {plan.space.path} ({', '.join(plan.space.models)}), "
          f"{a.scheduler} over {plan.max_epochs} epochs, {eff.max_concurrent} at once on "
@@ -506,6 +545,7 @@ def _finish(meta: SweepMeta, status: str, df: Any, t_start: float, t_tuned: floa
     budget = None
     if meta.budget:  # used: this run's trials (Tuner.fit), as the budget counts; Ray's start and the test come besides
         budget = {**meta.budget, "used_s": outcome.fit_seconds, "sweep_s": t_end - t_start,
+                  "search_s": outcome.budget.budget_s if outcome.budget else None,
                   "ended_by_budget": outcome.budget_ended, "trials_started": counts.get("num_trials"),
                   "refused": outcome.budget.refused if outcome.budget else 0, "cut": counts.get("cut_by_budget")}
         if outcome.budget and outcome.budget.last_start:  # the soft limit's last yes: when, and what it expected
@@ -540,33 +580,118 @@ def _annotate_study(exp_dir: Path, name: str, df: Any) -> None:
 
 
 def run_sweep(args: SweepArgs) -> SweepResult:
-    """Plan the sweep, run (or resume) it, evaluate its best trials, and write the experiment directory.
+    """Plan the sweep, run (or resume) it, train the winner on what is left of the budget (with a
+    final share), evaluate the best of each model, and write the experiment directory.
 
     Returns:
         Where the files went and whether every trial finished.
     """
     t_start = time.time()
     plan = plan_sweep(args)
+    deadline = t_start + plan.budget_s if plan.budget_s else None
+    if plan.args.no_search:
+        return _run_no_search(plan, t_start, float(deadline or t_start))
     from mmtune.search import tune_adapter as ta
 
     cluster = ta.connect(plan.args.address)
     try:
         meta = _start(plan, cluster, fit_cluster(plan, cluster), t_start)
-        outcome = _run_trials(plan, meta)
-        t_tuned = time.time()
-        df = results_frame(outcome.trials)
-        write_results(plan.exp_dir, df)
-        found = evaluate(plan, outcome.trials)
-        write_findings(plan.exp_dir, found)
-        _annotate_study(plan.exp_dir, plan.name, df)
+        outcome = _run_trials(plan, meta, _search_budget(plan, deadline))
     finally:
-        ta.shutdown()
+        ta.shutdown()  # the final phase and the test split run in this process, on every CPU
+    t_tuned = time.time()
+    trials, final = list(outcome.trials), None
+    if plan.final_share > 0 and deadline is not None and not outcome.interrupted:
+        trials, final = _final_phase(plan, trials, deadline)
+    return _conclude(plan, meta, outcome, trials, t_start, t_tuned, final)
+
+
+def _run_no_search(plan: SweepPlan, t_start: float, deadline: float) -> SweepResult:
+    """--no-search: the space's default config trained from scratch for the whole budget (no Ray)."""
+    threads = cpu_threads()
+    cluster = ClusterInfo(None, float(threads), 0.0, 1, float(threads), 0.0)
+    meta = _start(plan, cluster, 1, t_start)
+    start = FinalStart(plan.space.default_params())
+    t0 = time.time()
+    record = run_final(plan.space, plan.train_overrides, start, deadline, REPORT_S, plan.exp_dir, threads)
+    final = _final_record(plan, start, record, t0, threads, REPORT_S)
+    outcome = _NoTrials(trials=[record] if record else [], fit_seconds=0.0)
+    return _conclude(plan, meta, outcome, list(outcome.trials), t_start, time.time(), final)
+
+
+@dataclass
+class _NoTrials:
+    """The search's outcome when no search ran (--no-search): what `_finish` reads of a TuneOutcome."""
+
+    trials: list[TrialRecord]
+    fit_seconds: float
+    interrupted: bool = False
+    budget_ended: bool = True
+    budget: Any = None
+
+
+def _final_phase(plan: SweepPlan, trials: list[TrialRecord],
+                 deadline: float) -> tuple[list[TrialRecord], dict[str, Any] | None]:
+    """The best trial's best checkpoint continued on every CPU until the deadline (less the test's time)."""
+    best = best_per_model(trials, plan.space)
+    ranked = sorted(best.items(), key=lambda kv: as_finite(kv[1][1]["val_mse"]))
+    ref = _checkpoint_for(ranked[0][1][0], int(ranked[0][1][1].get("epoch") or 0)) if ranked else None
+    if ref is None:
+        _say("mmtune search: final phase skipped: no trial kept a checkpoint to continue")
+        return trials, None
+    model, (trial, _row) = ranked[0]
+    start = FinalStart({k: v for k, v in trial.config.items() if k != "optuna_trial"}, trial.trial_id, ref,
+                       int(ref.metrics.get("epoch", 0)))
+    threads = cpu_threads()
+    test_clips = DataConfig.from_dict(plan.space.data).test_size
+    reserve = reserve_for_test_s(trials, test_clips, threads, skip_model=model)
+    t0 = time.time()
+    record = run_final(plan.space, plan.train_overrides, start, deadline, reserve, plan.exp_dir, threads)
+    return trials + ([record] if record else []), _final_record(plan, start, record, t0, threads, reserve)
+
+
+def _final_record(plan: SweepPlan, start: FinalStart, record: TrialRecord | None, t0: float, threads: int,
+                  reserve_s: float) -> dict[str, Any]:
+    """sweep.json's `final`: what the final phase trained, from where, for how long, on what."""
+    rows = record.rows if record else []
+    return {"share": plan.final_share, "no_search": plan.args.no_search, "params": start.params,
+            "source_trial": start.source, "source_epoch": start.epoch, "start": start.note(),
+            "ran": record is not None, "seconds": time.time() - t0, "threads": threads, "reserve_s": reserve_s,
+            "time_budget_s": rows[0].get("time_budget_s") if rows else None,
+            "epochs": len(rows), "train_samples": int(sum(int(r.get("train_samples") or 0) for r in rows)),
+            "best_val_mse": min((as_finite(r.get("val_mse")) for r in rows), default=None)}
+
+
+def _conclude(plan: SweepPlan, meta: SweepMeta, outcome: Any, trials: list[TrialRecord], t_start: float,
+              t_tuned: float, final: dict[str, Any] | None) -> SweepResult:
+    """Write the results, test each model's best, write sweep.json, the report and the console summary."""
+    df = results_frame(trials)
+    write_results(plan.exp_dir, df)
+    found = evaluate(plan, trials)
+    write_findings(plan.exp_dir, found)
+    _annotate_study(plan.exp_dir, plan.name, df)
     meta = _finish(meta, "interrupted" if outcome.interrupted else "completed", df, t_start, t_tuned, outcome)
+    meta = dataclasses.replace(meta, final=final, training_share=training_share(df, meta.effective.max_concurrent,
+                                                                                outcome.fit_seconds, final))
     write_sweep(plan.exp_dir, meta)
     if plan.args.report:
         _build_report(plan.exp_dir)
     _print_summary(plan.exp_dir, meta, found)
     return SweepResult(plan.exp_dir, meta.status, int(meta.num_trials or 0), float(meta.wall_seconds or 0.0))
+
+
+def training_share(df: Any, slots: int, search_s: float, final: dict[str, Any] | None) -> float | None:
+    """Of the machine's time in the search (`slots` x its seconds) and the final phase, the share spent
+    in training steps (the rest: starting trials, validation, checkpoints, waiting)."""
+    if df.empty:
+        return None
+    phase = df["phase"].fillna("search") if "phase" in df else None
+    train = df["train_seconds"].astype(float).fillna(0.0)
+    final_rows = (phase == "final") if phase is not None else train * 0 > 1
+    search_train = float(train[~final_rows].sum())
+    final_train, final_s = float(train[final_rows].sum()), float(final["seconds"]) if final else 0.0
+    wall = search_s + final_s
+    return (search_train / max(slots, 1) + final_train) / wall if wall > 0 else None
 
 
 def _iso(t: float) -> str:
@@ -613,8 +738,20 @@ def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
             ended.append(f"{b['refused']} trial(s) not started, as they would not have ended in time")
         if ended and b.get("cut"):
             ended.append(f"{b['cut']} trial(s) cut at the budget, at their last finished epoch")
-        print(f"  time budget {b['budget']}: the trials used {b['used_s']:.0f}s of {b['budget_s']:.0f}s"
+        final_s = f" and the final phase {meta.final['seconds']:.0f}s" if meta.final and meta.final["ran"] else ""
+        print(f"  time budget {b['budget']} for the whole sweep ({meta.wall_seconds or 0:.0f}s used): the search "
+              f"ran {b['used_s']:.0f}s of its {b.get('search_s') or b['budget_s']:.0f}s{final_s}"
               + (f" ({'; '.join(ended)})" if ended else ""))
+    if meta.final:
+        f = meta.final
+        if f["ran"]:
+            print(f"  final phase: {f['start']}, {f['epochs']} validation(s), {f['train_samples']} clips in "
+                  f"{f['seconds']:.0f}s on {f['threads']} thread(s), best val mse_frame {as_finite(f['best_val_mse']):.2f}")
+        else:
+            print(f"  final phase: not run ({f['start']}): too little of the budget was left")
+    if meta.training_share is not None:
+        print(f"  the machine spent {meta.training_share:.0%} of the trials' time in training steps "
+              f"(median per-trial overhead {as_finite(meta.median_trial_overhead_s):.1f}s)")
     test_base = found.baselines.splits["test"]
     print(f"  baselines on the {test_base.size} test clips (no training), test mse_frame: "
           + ", ".join(f"{k} {v['mse_frame']:.2f}" for k, v in sorted(test_base.metrics.items(),

@@ -67,11 +67,15 @@ class TrialLog:
             self.cost = self.cost._replace(infer_ms_per_clip=infer_ms_per_clip(trainer))
         return self.cost
 
+    def samples(self, result: Any) -> int:
+        """Clips the epoch trained on: all of train_size, unless a time budget ended it part-way."""
+        return int(getattr(result, "train_samples", 0) or self.trial.data.train_size)
+
     def cost_columns(self, result: Any) -> dict[str, Any]:
         """`COST_COLUMNS` of one epoch: the trial's counted cost and this epoch's training speed."""
         c = self.cost or Cost(0, math.nan, math.nan, math.nan)
         # A diverged epoch stopped part-way through its samples: its speed would mean nothing.
-        sps = (self.trial.data.train_size / result.train_seconds
+        sps = (self.samples(result) / result.train_seconds
                if result.status != "diverged" and result.train_seconds > 0 else math.nan)
         return {"params": c.params, FLOPS: c.flops_per_sample, "train_samples_per_s": as_finite(sps),
                 "infer_ms_per_clip": c.infer_ms_per_clip}
@@ -102,6 +106,8 @@ class TrialLog:
             "resume_note": self.note,
             "diverged": diverged,
             "model": self.trial.model,
+            "phase": "search",
+            "train_samples": self.samples(result),
             **self.cost_columns(result),
             **self.node,
         }

@@ -88,6 +88,7 @@ class TuneSettings:
     multi_objective: bool = False  # minimise (val_mse, flops_per_sample) together; FIFO only
     budget_s: float | None = None  # --time-budget: no trial starts that would not end within it
     warm: WarmStart | None = None  # --warm-start: its configs seed the study and run first
+    first: dict[str, Any] | None = None  # a config (by Optuna name) that runs first: the space's default one
 
 
 @dataclass
@@ -508,7 +509,7 @@ def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
     # points_to_evaluate, so through Optuna's own queue); the sampler fills in the rest.
     plan = spec.space.model_plan(settings.samples)
     study: Any = searcher._ot_study  # created by OptunaSearch.__init__, since a space is given
-    if (plan or settings.warm) and study is None:
+    if (plan or settings.warm or settings.first) and study is None:
         raise MMTuneError("OptunaSearch created no study; model.weights and --warm-start cannot be applied")
     if settings.warm is not None:
         seed_study(study, spec.space, settings.warm)
@@ -516,6 +517,11 @@ def _searcher(settings: TuneSettings, spec: RunSpec) -> RecordingOptunaSearch:
             model = t.params.get(MODEL_KEY, spec.space.models[0])
             if model in plan:
                 plan.remove(model)
+    if settings.first is not None:  # before the planned trials: it takes the place of one of its model's
+        study.enqueue_trial(settings.first, skip_if_exists=False)
+        model = settings.first.get(MODEL_KEY, spec.space.models[0])
+        if model in plan:
+            plan.remove(model)
     for model in plan:
         study.enqueue_trial({MODEL_KEY: model}, skip_if_exists=False)
     return searcher

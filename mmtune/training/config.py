@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +33,17 @@ class TrainConfig:
     fast: bool = True  # bf16 autocast (CUDA, and CPUs with AVX512-BF16/AMX) + the GPU speed-ups
     flow: str = "none"  # optical-flow channels (models that take flow): one of mmtune.flow.FLOW_ESTIMATORS
     eval_batch_size: int = 64
+    # Train for this many wall seconds, validation included: the lr schedule follows the share of it
+    # that has passed (not the step count), `epochs` is only an upper bound, and the last epoch
+    # stops part-way when the time is up. None: train `epochs` epochs.
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         _positive_int(self, "epochs", "batch_size", "eval_batch_size")
+        if self.time_budget_s is not None and not (
+                isinstance(self.time_budget_s, (int, float)) and math.isfinite(self.time_budget_s)
+                and self.time_budget_s > 0):
+            raise MMTuneError(f"time_budget_s must be a positive number of seconds or None, got {self.time_budget_s!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr):
             raise MMTuneError(f"lr must be a positive number, got {self.lr!r}")
         if self.weight_decay < 0:

@@ -40,6 +40,7 @@ class EpochResult:
     seconds: float  # wall time of this epoch's training + validation
     train_seconds: float
     status: str = "ok"  # ok | diverged
+    train_samples: int = 0  # clips trained on (fewer than train_size in a last epoch cut by the time budget)
 
     @property
     def val_mse(self) -> float:
@@ -129,8 +130,36 @@ def build_optimizer(t: TrainConfig, model: nn.Module, device: torch.device) -> t
     return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
 
 
-def build_scheduler(t: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
-    """Per-step schedule: OneCycle (the default), cosine, or constant."""
+# OneCycleLR's defaults, which `schedule_factor` follows over a time budget.
+PCT_START, DIV_FACTOR, FINAL_DIV_FACTOR = 0.3, 25.0, 1e4
+
+
+def _cos_between(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (1.0 + math.cos(math.pi * pct))
+
+
+def schedule_factor(scheduler: str, progress: float) -> float:
+    """The lr multiplier at `progress` (0..1) of a run's time budget: OneCycle's shape (cosine warm-up
+    over the first 30 %, then cosine decay to lr/25/1e4), cosine decay, or constant 1."""
+    p = min(max(progress, 0.0), 1.0)
+    if scheduler == "onecycle":
+        if p <= PCT_START:
+            return _cos_between(1.0 / DIV_FACTOR, 1.0, p / PCT_START)
+        return _cos_between(1.0, 1.0 / DIV_FACTOR / FINAL_DIV_FACTOR, (p - PCT_START) / (1.0 - PCT_START))
+    if scheduler == "cosine":
+        return _cos_between(1.0, 0.0, p)
+    return 1.0
+
+
+def build_scheduler(t: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int,
+                    progress: Callable[[], float] | None = None):
+    """Per-step schedule: OneCycle (the default), cosine, or constant.
+
+    With `progress` (a run with a time budget: the share of it used, 0..1) the schedule follows
+    time instead of the step count, so that it ends when the budget does on any machine.
+    """
+    if progress is not None:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: schedule_factor(t.scheduler, progress()))
     total = max(1, t.epochs * steps_per_epoch)
     if t.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=total)
@@ -305,7 +334,13 @@ class Trainer:
         self.train_size = trial.data.train_size
         self.steps_per_epoch = math.ceil(self.train_size / trial.train.batch_size)
         self.optimizer = build_optimizer(trial.train, self.model, self.device)
-        self.scheduler = build_scheduler(trial.train, self.optimizer, self.steps_per_epoch)
+        # With a time budget: when fit() started, and the last validation's seconds (kept for the end).
+        self._clock: tuple[float, float] | None = None
+        self.out_of_time = False
+        self.last_train_samples = 0  # clips the last train_epoch trained on
+        timed = trial.train.time_budget_s is not None
+        self.scheduler = build_scheduler(trial.train, self.optimizer, self.steps_per_epoch,
+                                         self.budget_used if timed else None)
         self.epoch = 0  # epochs completed
         self.history: list[EpochResult] = []
         self.best_val_mse = math.inf
@@ -367,8 +402,22 @@ class Trainer:
 
     @property
     def finished(self) -> bool:
-        """Every planned epoch is done: a checkpoint now needs no optimizer state to be resumed."""
-        return self.epoch >= self.trial.train.epochs
+        """Every planned epoch is done (or the time budget is): a checkpoint now needs no optimizer state."""
+        return self.epoch >= self.trial.train.epochs or self.out_of_time
+
+    def _of_planned(self) -> str:
+        if self.trial.train.time_budget_s is None:
+            return f"/{self.trial.train.epochs}"
+        return f" ({min(self.budget_used(), 1.0):.0%} of {self.trial.train.time_budget_s:.0f}s)"
+
+    def budget_used(self) -> float:
+        """The share of the time budget used (0 before fit starts), the last validation's time kept
+        back so that the final validation also ends within it."""
+        budget = self.trial.train.time_budget_s
+        if budget is None or self._clock is None:
+            return 0.0
+        start, val_s = self._clock
+        return (time.perf_counter() - start) / max(budget - val_s, 1e-9)
 
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint written by `save()`, after checking it was trained as this run asks.
@@ -408,7 +457,11 @@ class Trainer:
         fast = self.trial.train.fast
         lazy = fast and self.device.type == "cuda"
         running = torch.zeros((), device=self.device)  # sum of loss * batch size since the last sync
+        timed = self.trial.train.time_budget_s is not None
         for step, (x, y) in enumerate(bar, 1):
+            if timed and step > 1 and self.budget_used() >= 1.0:
+                self.out_of_time = True  # the budget is used: this epoch ends here, part-way
+                break
             loss = forward_loss(self.model, self.loss_fn, x, y, self.device, fast)
             if not lazy and not torch.isfinite(loss):
                 bar.close()
@@ -429,28 +482,39 @@ class Trainer:
                     return math.nan, "diverged"
             bar.set_postfix(loss=f"{total / count:.4f}")
         total += running.item()
+        self.last_train_samples = count
         if not math.isfinite(total):
             return math.nan, "diverged"
+        if timed and self.budget_used() >= 1.0:
+            self.out_of_time = True
         return total / max(count, 1), "ok"
 
     def fit(self, on_epoch: Callable[[EpochResult, Trainer], None] | None = None) -> FitResult:
-        """Train until `epochs`, validating every epoch; stop with status "diverged" on NaN/inf."""
+        """Train until `epochs` (or the time budget), validating every epoch; stop with status "diverged" on NaN/inf."""
         val = self.split("val")
-        while self.epoch < self.trial.train.epochs:
+        self._clock, self.out_of_time, self.last_train_samples = (time.perf_counter(), 0.0), False, 0
+        timed = self.trial.train.time_budget_s is not None
+        while self.epoch < self.trial.train.epochs and not self.out_of_time:
+            if timed and self.history and self.budget_used() >= 1.0:
+                self.out_of_time = True  # the last validation used what was left: no epoch of a few steps
+                break
             t0 = time.perf_counter()
             loss, status = self.train_epoch()
             t_train = time.perf_counter() - t0
+            t_val = time.perf_counter()
             metrics = evaluate(self.model, val, self.trial.train.eval_batch_size, self.trial.train.fast)
+            self._clock = (self._clock[0], time.perf_counter() - t_val)
             if status == "ok" and not math.isfinite(metrics["mse_frame"]):
                 status = "diverged"
             self.epoch += 1
-            result = EpochResult(self.epoch, loss, metrics, time.perf_counter() - t0, t_train, status)
+            result = EpochResult(self.epoch, loss, metrics, time.perf_counter() - t0, t_train, status,
+                                 self.last_train_samples)
             if status == "ok" and result.val_mse < self.best_val_mse:
                 self.best_val_mse, self.best_epoch = result.val_mse, self.epoch
             self.history.append(result)
             if self.progress:
                 print(
-                    f"epoch {self.epoch}/{self.trial.train.epochs}  train_loss {loss:.5f}  "
+                    f"epoch {self.epoch}{self._of_planned()}  train_loss {loss:.5f}  "
                     f"val mse_frame {result.val_mse:.2f}  mse_pixel255 {metrics['mse_pixel255']:.1f}  "
                     f"({result.seconds:.1f}s)",
                     file=sys.stderr,

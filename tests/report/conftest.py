@@ -94,6 +94,7 @@ TEST_MSE = {"simple_lstm": 57.0, "conv_tau": 29.5}
 BASELINE_MSE = {"blank": 40.0, "mean_frame": 35.0, "last_frame": 60.0, "input_mean": 50.0}
 SAMPLES = 12  # planned (sweep.json's effective.samples); TRIALS are the ones that ran
 STARTED = "2026-11-20T10:00:00+0000"
+T0 = 1_795_168_800  # STARTED in seconds since the epoch: trial number i reports epoch e at T0 + 60 (i + 1) + ITER_S e
 HARDWARE = {"cpu": "Synthetic CPU", "cores": 2, "logical_cpus": 2, "memory_gb": 8.0, "gpu": None,
             "platform": "Linux", "versions": {"python": "3.11.7", "torch": "2.9", "ray": "2.60", "optuna": "5.0"}}
 
@@ -118,7 +119,7 @@ def _ray_row(tid: str, model: str, epoch: int, v: float, params: dict[str, Any],
         "fn_seconds": ITER_S * epoch + 1, "resumed_from_epoch": 0, "resume_note": "", "diverged": diverged,
         "model": model, "node_ip": "10.0.0.1", "hostname": "test-host", "node_id": "n1",
         "time_this_iter_s": ITER_S, "time_total_s": ITER_S * epoch + 1, "training_iteration": epoch,
-        "timestamp": 1_700_000_000 + epoch, "trial_id": tid,
+        "timestamp": int(T0 + 60 * (number + 1) + ITER_S * epoch), "trial_id": tid,
         **{f"config/{k}": value for k, value in config.items()},
     }
 

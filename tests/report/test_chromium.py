@@ -10,7 +10,7 @@ def test_report_renders_in_chromium(make_exp, render):
     page = render(report, "synthetic")
     assert page.console_errors == []
     plots = page.plots()
-    assert len(plots) == report.read_text().count("Plotly.newPlot") == 11
+    assert len(plots) == report.read_text().count("Plotly.newPlot") == 12
     assert all(plots.values()), f"plots without an svg: {[k for k, ok in plots.items() if not ok]}"
     assert page.screenshot.stat().st_size > 10_000
 

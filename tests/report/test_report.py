@@ -261,7 +261,7 @@ def test_html_is_self_contained_and_balanced(make_exp, check_html):
     p = check_html(out)
     text = out.read_text()
     models = load_experiment(exp).models
-    panels = {"reference", "pareto", "curves", "horizon", "flow"} | {f"{k}-{m}" for m in models for k in ("parallel", "importance")}
+    panels = {"reference", "pareto", "curves", "anytime", "horizon", "flow"} | {f"{k}-{m}" for m in models for k in ("parallel", "importance")}
     assert sorted(p.plot_ids) == sorted(f"fig-{name}" for name in panels)  # each panel once, by its name
     assert sorted(re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', text)) == sorted(p.plot_ids)  # each one drawn
     assert text.count("data:image/png;base64,") >= 2 and text.count("data:image/gif;base64,") == 2
@@ -359,3 +359,27 @@ def test_summary_states_the_objective_the_budget_and_the_warm_start(make_exp, tm
     html = build_report(exp, tmp_path / "r.html").read_text()
     for text in ("Time budget", "28m32s", "Warm start", "2 ran first (a1, b2)", "FLOPs per training sample (multi"):
         assert text in html, text
+
+
+def test_summary_states_the_final_phase_and_the_training_share(make_exp, tmp_path):
+    import dataclasses
+
+    from mmtune.search.experiment import read_sweep, write_sweep
+
+    exp = make_exp()
+    plain = get_summary_info(load_experiment(exp))
+    assert (plain.final_phase, plain.training_share) == (None, None)  # a sweep.json without them
+    final = {"share": 0.5, "no_search": False, "start": "trial t2's epoch-3 checkpoint, continued", "seconds": 1200.4,
+             "threads": 2, "train_samples": 4000, "best_val_mse": 26.5, "ran": True}
+    write_sweep(exp, dataclasses.replace(read_sweep(exp), final=final, training_share=0.623))
+    s = get_summary_info(load_experiment(exp))
+    assert s.training_share == "the trials and the final phase spent 62 % of the machine's time in training steps"
+    assert s.final_phase == ("trial t2's epoch-3 checkpoint, continued, for 1200 s on 2 thread(s): 4000 clips, "
+                             "best val mse_frame 26.50 (50% of the time budget)")
+    html = build_report(exp, tmp_path / "r.html").read_text()
+    for text in ("Final phase", "continued, for 1200 s on 2 thread(s)", "Time in training steps", "62 % of the"):
+        assert text in html, text
+    write_sweep(exp, dataclasses.replace(read_sweep(exp), final={**final, "ran": False}, training_share=0.4))
+    s = get_summary_info(load_experiment(exp))
+    assert s.final_phase == "not run (trial t2's epoch-3 checkpoint, continued): too little of the budget was left"
+    assert s.training_share == "the trials spent 40 % of the machine's time in training steps"

@@ -21,11 +21,12 @@ def test_help_names_every_default() -> None:
     for flag in ("--space", "--samples", "--scheduler", "--sampler", "--max-epochs", "--grace-period",
                  "--reduction-factor", "--cpus-per-trial", "--gpus-per-trial", "--address", "--storage",
                  "--name", "--resume", "--seed", "--objective", "--time-budget", "--warm-start",
-                 "--warm-start-top-k"):
+                 "--warm-start-top-k", "--final-share", "--no-search"):
         assert flag in out
     for default in ("default search_spaces/default.yaml", "default asha", "default tpe", "default 1)",
                     "default 0", "default ./experiments", "default sweep-YYYYmmdd-HHMMSS-xxxx", "default mse)",
-                    "default: none, a cold start", "default 3)"):
+                    "default: none, a cold start", "default 3)", "10m for the default space",
+                    "0.6 for the default space", "the run a search has to beat (default off)"):
         assert default in out, default
 
 
@@ -58,6 +59,11 @@ BAD = [
     (["--space", "search_spaces/smoke.yaml", "--time-budget", "30"], "--time-budget must be a duration", True),
     (["--space", "search_spaces/smoke.yaml", "--time-budget", "0m"], "--time-budget must be more than 0", True),
     (["--space", "search_spaces/smoke.yaml", "--warm-start", "/nonexistent-exp"], "no results.parquet there", True),
+    (["--space", "search_spaces/smoke.yaml", "--final-share", "0.5"], "--final-share needs a time budget", True),
+    (["--space", "search_spaces/smoke.yaml", "--no-search"], "--no-search needs a time budget", True),
+    (["--time-budget", "1m", "--final-share", "1"], "--final-share must be at least 0 and below 1", True),
+    (["--time-budget", "1m", "--final-share", "-0.1"], "--final-share must be at least 0 and below 1", True),
+    (["--time-budget", "1m", "--no-search", "--gpus-per-trial", "1"], "trains on the driver's CPUs", True),
     (["--space", "search_spaces/smoke.yaml", "--warm-start-top-k", "0"], "--warm-start-top-k must be", True),
 ]
 

@@ -168,7 +168,8 @@ def test_device_detection():
 @pytest.mark.parametrize(
     "kwargs, field",
     [({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"), ({"optimizer": "lion"}, "optimizer"),
-     ({"scheduler": "step"}, "scheduler"), ({"kl_weight": -0.1}, "kl_weight")],
+     ({"scheduler": "step"}, "scheduler"), ({"kl_weight": -0.1}, "kl_weight"),
+     ({"time_budget_s": 0}, "time_budget_s"), ({"time_budget_s": math.inf}, "time_budget_s")],
 )
 def test_bad_train_config(kwargs, field):
     with pytest.raises(MMTuneError, match=field):
@@ -346,3 +347,52 @@ def test_protocol_is_recorded_in_test_metrics(tmp_path):
     assert p["name"] == "reference" and "Colonna" in p["source"]
     assert p["overridden_by_flags"] == ["epochs", "test_size", "train_size", "val_size"]
     assert "not the standard mnist_test_seq.npy" in p["test_clips"]
+
+
+def test_onecycle_over_time_has_onecycles_shape():
+    from mmtune.training.loop import schedule_factor
+
+    assert schedule_factor("onecycle", 0.0) == pytest.approx(1 / 25)
+    assert schedule_factor("onecycle", 0.3) == pytest.approx(1.0)
+    assert schedule_factor("onecycle", 0.15) == pytest.approx((1 + 1 / 25) / 2)  # half-way up the cosine
+    assert schedule_factor("onecycle", 1.0) == pytest.approx(1 / 25 / 1e4)
+    assert schedule_factor("onecycle", 2.0) == schedule_factor("onecycle", 1.0)  # past the budget: its end
+    assert schedule_factor("cosine", 0.5) == pytest.approx(0.5) and schedule_factor("constant", 0.7) == 1.0
+    # The same shape as torch's OneCycleLR over steps (its defaults), at a few points.
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=101)
+    lrs = []
+    for _ in range(101):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for step in (0, 10, 30, 60, 100):
+        assert schedule_factor("onecycle", step / 100) == pytest.approx(lrs[step], rel=0.05, abs=1e-6)
+
+
+def test_a_time_budget_ends_the_run_on_time_with_its_schedule_done():
+    """Epochs of 16 clips take well under a second: 1,000 of them cannot fit in 4 s, so the budget ends
+    the run, part-way through an epoch, with the lr annealed as OneCycle's end."""
+    trial = _trial("simple_lstm", 1000, time_budget_s=4.0)
+    trainer = Trainer(trial, progress=False)
+    lrs = []
+    t0 = __import__("time").perf_counter()
+    fit = trainer.fit(lambda r, tr: lrs.append(tr.optimizer.param_groups[0]["lr"]))
+    wall = __import__("time").perf_counter() - t0
+    assert fit.status == "completed" and trainer.out_of_time and trainer.finished
+    assert 3.0 < wall < 4.0 + 1.5  # the last validation was kept back; a little slack for a busy machine
+    assert 2 < len(fit.history) < 1000
+    assert max(lrs) > 0.5 * trial.train.lr and lrs[-1] < 0.05 * trial.train.lr  # warmed up, then annealed
+    assert all(r.train_samples <= 16 for r in fit.history) and fit.history[0].train_samples == 16
+
+
+def test_a_time_budget_cuts_a_long_epoch_part_way():
+    """One epoch of 4,000 clips takes far longer than 3 s: the budget ends it part-way, and it is validated."""
+    trial = build_trial("simple_lstm", "small", train_overrides={"epochs": 5, "batch_size": 8, "time_budget_s": 3.0},
+                        data_overrides={**TINY_DATA, "train_size": 4000})
+    trainer = Trainer(trial, progress=False)
+    t0 = __import__("time").perf_counter()
+    fit = trainer.fit()
+    wall = __import__("time").perf_counter() - t0
+    assert len(fit.history) == 1 and 0 < fit.history[0].train_samples < 4000
+    assert wall < 3.0 + 2.0 and math.isfinite(fit.history[0].val_mse)
