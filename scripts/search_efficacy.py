@@ -112,7 +112,27 @@ def doc(args: argparse.Namespace) -> int:
                      f"{r['test_mse_pixel255']:.1f} | {ratio} | {r['flops']:.3g} | {r['wall_s']:.0f} | "
                      f"{r['trials']} | {share} |")
     print("\n".join(lines))
+    for seed in sorted({r["seed"] for r in runs}):
+        _plot(seed, [by[(seed, a)] for a in ARMS if (seed, a) in by])
     return 0
+
+
+def _plot(seed: int, runs: list[dict]) -> None:
+    """docs/search-efficacy-s<seed>.png: the report's anytime panel of the seed's runs, side by side, when
+    their experiment folders are still there and Chromium is."""
+    exps = [Path(r["experiment"]) for r in runs]
+    if not all((e / "sweep.json").is_file() for e in exps):
+        print(f"seed {seed}: experiment folders gone; plot not redrawn", file=sys.stderr)
+        return
+    out = exps[0] / "report-efficacy"
+    out.mkdir(exist_ok=True)
+    beside = [a for e in exps[1:] for a in ("--beside", str(e))]
+    subprocess.run([sys.executable, "-m", "mmtune.cli", "report", str(exps[0]), *beside, "--out", str(out / "report.html")],
+                   cwd=ROOT, check=True)
+    png = DOC.with_name(f"search-efficacy-s{seed}.png")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "report_shot.py"), str(out / "report.html"),
+                    "Anytime", str(png)], cwd=ROOT, check=True)
+    print(f"seed {seed}: {png}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ class SummaryInfo(NamedTuple):
 
 
 def budget_text(budget: dict[str, Any] | None) -> str | None:
-    """sweep.json's budget record in words: planned, used by the trials, and whether it ended the sweep."""
+    """sweep.json's budget record in words: planned, used by the search, and whether it ended the search."""
     if not budget:
         return None
     from mmtune.search.budget import format_duration
@@ -57,8 +57,10 @@ def budget_text(budget: dict[str, Any] | None) -> str | None:
     planned = f"{budget.get('budget') or format_duration(budget['budget_s'])} ({budget['budget_s']:.0f} s) planned"
     if budget.get("used_s") is None:
         return planned + "; not used up yet (the sweep has not ended)"
-    text = (f"{planned}; the trials used {format_duration(budget['used_s'])} ({budget['used_s']:.0f} s), "
-            f"the whole sweep with its test split {format_duration(budget.get('sweep_s') or 0)}")
+    search = f" of its {format_duration(budget['search_s'])}" if budget.get("search_s") else ""
+    text = (f"{planned} for the whole sweep; the search used {format_duration(budget['used_s'])} "
+            f"({budget['used_s']:.0f} s){search}, the whole sweep with its test split "
+            f"{format_duration(budget.get('sweep_s') or 0)}")
     if budget.get("ended_by_budget"):
         text += f"; the budget ended the sweep after {budget.get('trials_started')} trials"
         if budget.get("refused"):

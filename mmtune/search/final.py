@@ -57,9 +57,13 @@ class FinalStart:
 
 
 def run_final(space: SearchSpace, train_overrides: dict[str, Any], start: FinalStart, deadline: float,
-              reserve_s: float, exp_dir: Path, threads: int) -> TrialRecord | None:
+              reserve_s: float, exp_dir: Path, threads: int, infer_ms: float | None = None) -> TrialRecord | None:
     """Train `start` on `threads` CPU threads until `deadline` (the clock's seconds), less `reserve_s`
-    and its own test time (measured here), validation included.
+    and its own test time, validation included.
+
+    Its test time (and a validation's, before one has been timed) comes from its model's inference
+    time per clip: `infer_ms`, from the search's trials of the same family (one thread each) at the
+    speed-up of `threads`, or, without it, measured here.
 
     Returns:
         The final phase as a trial of the experiment (its rows, one per validation, and its best
@@ -78,7 +82,9 @@ def run_final(space: SearchSpace, train_overrides: dict[str, Any], start: FinalS
     if cfg.data.online:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_size=FINAL_CHUNK))
     trainer = Trainer(cfg, progress=False)
-    test_s = TEST_MARGIN * infer_ms_per_clip(trainer) * cfg.data.test_size / 1000.0
+    ms = infer_ms / thread_speedup(threads) if infer_ms is not None else infer_ms_per_clip(trainer, clips=16)
+    trainer.val_seconds_guess = TEST_MARGIN * ms * cfg.data.val_size / 1000.0
+    test_s = TEST_MARGIN * ms * cfg.data.test_size / 1000.0
     budget_s = deadline - time.time() - reserve_s - test_s
     if budget_s < MIN_FINAL_S:
         _say(f"mmtune search: final phase skipped: {budget_s:.0f}s would be left for it (under {MIN_FINAL_S:.0f}s)")
@@ -128,22 +134,31 @@ def _remove(path: Path) -> None:
     path.rmdir()
 
 
-def reserve_for_test_s(trials: list[TrialRecord], test_clips: int, threads: int, skip_model: str | None = None) -> float:
-    """Seconds to keep back for the test split of each family's best trial (but `skip_model`'s, which
-    the final phase measures itself) and for the report.
-
-    From each model's inference time per clip (`infer_ms_per_clip`, measured on one thread in its
-    trial), at the speed-up of 2 threads measured on the 2-core CPU (1.6x), plus a fixed 15 s for
-    the baselines, the predictions and the report.
-    """
+def family_infer_ms(trials: list[TrialRecord]) -> dict[str, float]:
+    """Each model's slowest inference time per clip (`infer_ms_per_clip`, one thread) in the search's trials."""
     per_model: dict[str, float] = {}
     for t in trials:
         for r in t.rows:
             ms, model = r.get("infer_ms_per_clip"), str(r.get("model"))
-            if ms is not None and not math.isnan(float(ms)) and model != skip_model:
+            if ms is not None and not math.isnan(float(ms)):
                 per_model[model] = max(per_model.get(model, 0.0), float(ms))
-    speedup = 1.6 if threads >= 2 else 1.0
-    return REPORT_S + TEST_MARGIN * sum(ms * test_clips / 1000.0 for ms in per_model.values()) / speedup
+    return per_model
+
+
+def thread_speedup(threads: int) -> float:
+    """Inference speed-up of `threads` threads over one: 1.6 for 2, as measured on the 2-core CPU (and
+    assumed, conservatively, for more)."""
+    return 1.6 if threads >= 2 else 1.0
+
+
+def reserve_for_test_s(trials: list[TrialRecord], test_clips: int, threads: int, skip_model: str | None = None) -> float:
+    """Seconds to keep back for the test split of each family's best trial (but `skip_model`'s, which
+    the final phase counts itself) and for the report: each model's inference time per clip
+    (`family_infer_ms`) at the speed-up of `threads`, with a margin, plus a fixed 15 s for the
+    baselines, the predictions and the report.
+    """
+    per_model = {m: ms for m, ms in family_infer_ms(trials).items() if m != skip_model}
+    return REPORT_S + TEST_MARGIN * sum(ms * test_clips / 1000.0 for ms in per_model.values()) / thread_speedup(threads)
 
 
 def _say(msg: str) -> None:

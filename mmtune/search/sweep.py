@@ -58,7 +58,14 @@ from mmtune.search.experiment import (
     write_sweep,
     write_test_metrics,
 )
-from mmtune.search.final import REPORT_S, FinalStart, cpu_threads, run_final, reserve_for_test_s
+from mmtune.search.final import (
+    REPORT_S,
+    FinalStart,
+    cpu_threads,
+    family_infer_ms,
+    reserve_for_test_s,
+    run_final,
+)
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, load_space
 from mmtune.search.warm_start import DEFAULT_TOP_K, WarmStart
 from mmtune.training.checkpoint import checksum_problem
@@ -646,7 +653,8 @@ def _final_phase(plan: SweepPlan, trials: list[TrialRecord],
     test_clips = DataConfig.from_dict(plan.space.data).test_size
     reserve = reserve_for_test_s(trials, test_clips, threads, skip_model=model)
     t0 = time.time()
-    record = run_final(plan.space, plan.train_overrides, start, deadline, reserve, plan.exp_dir, threads)
+    record = run_final(plan.space, plan.train_overrides, start, deadline, reserve, plan.exp_dir, threads,
+                       family_infer_ms(trials).get(model))
     return trials + ([record] if record else []), _final_record(plan, start, record, t0, threads, reserve)
 
 

@@ -336,6 +336,7 @@ class Trainer:
         self.optimizer = build_optimizer(trial.train, self.model, self.device)
         # With a time budget: when fit() started, and the last validation's seconds (kept for the end).
         self._clock: tuple[float, float] | None = None
+        self.val_seconds_guess = 0.0  # with a time budget: what a validation takes, until one has been timed
         self.out_of_time = False
         self.last_train_samples = 0  # clips the last train_epoch trained on
         timed = trial.train.time_budget_s is not None
@@ -492,7 +493,8 @@ class Trainer:
     def fit(self, on_epoch: Callable[[EpochResult, Trainer], None] | None = None) -> FitResult:
         """Train until `epochs` (or the time budget), validating every epoch; stop with status "diverged" on NaN/inf."""
         val = self.split("val")
-        self._clock, self.out_of_time, self.last_train_samples = (time.perf_counter(), 0.0), False, 0
+        self._clock, self.out_of_time = (time.perf_counter(), self.val_seconds_guess), False
+        self.last_train_samples = 0
         timed = self.trial.train.time_budget_s is not None
         while self.epoch < self.trial.train.epochs and not self.out_of_time:
             if timed and self.history and self.budget_used() >= 1.0:

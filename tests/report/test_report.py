@@ -352,8 +352,8 @@ def test_summary_states_the_objective_the_budget_and_the_warm_start(make_exp, tm
                                  {"trial_id": "b2", "params": {}, "val_mse": 31.0}]})
     write_sweep(exp, meta)
     s = get_summary_info(load_experiment(exp))
-    assert s.budget == ("30m (1800 s) planned; the trials used 28m32s (1712 s), the whole sweep with its test "
-                        "split 29m50s; the budget ended the sweep after 7 trials")
+    assert s.budget == ("30m (1800 s) planned for the whole sweep; the search used 28m32s (1712 s), the whole "
+                        "sweep with its test split 29m50s; the budget ended the sweep after 7 trials")
     assert s.warm_start == ("from /x/earlier: its 5 fitting trials seeded the study, 2 ran first (a1, b2); "
                             "1 did not fit the space and were left out")
     html = build_report(exp, tmp_path / "r.html").read_text()

@@ -75,7 +75,9 @@ def test_no_search_trains_the_space_default_config_for_the_whole_budget(tiny_spa
     df = read_results(result.exp_dir)
     assert set(df["trial_id"]) == {FINAL_TRIAL_ID} and set(df["phase"]) == {"final"}
     assert df["epoch"].min() == 1 and (df["resumed_from_epoch"] == 0).all()  # from scratch
-    assert 15.0 < wall < 30.0 + 10.0  # it used the budget, and kept to it
+    # It used the budget, but the 15 s it keeps back for the test split, the baselines and the report
+    # (tiny here), and kept to it.
+    assert 30.0 - 15.0 - 5.0 < wall < 30.0 + 10.0
     assert not (result.exp_dir / "study.db").exists()  # no search ran
     test = json.loads((result.exp_dir / "test_metrics.json").read_text())
     assert list(test) == [load_space(tiny_space).models[0]] and test[load_space(tiny_space).models[0]]["trial_id"] == "final"

@@ -160,6 +160,9 @@ BAD = [
     ("bad data value", _bad(data__train_size=0), "train_size must be a positive integer"),
     ("bad training value", _bad(shared__optimizer="adamax"), "optimizer must be one of"),
     ("bad sweep value", _bad(sweep={"samples": "many"}), "sweep.samples must be an integer"),
+    ("bad sweep time budget", _bad(sweep={"time_budget": "10 minutes"}), "sweep.time_budget: must be a duration"),
+    ("sweep final share of 1", _bad(sweep={"final_share": 1.0}), "sweep.final_share must be at least 0 and below 1"),
+    ("sweep final share as text", _bad(sweep={"final_share": "most"}), "sweep.final_share must be a number"),
     ("no model at all", {"shared": {"lr": 0.001}}, "no model"),
     ("weights of the wrong length", _bad(model={"choices": ["simple_lstm", "conv_tau"], "weights": [1]}),
      "model.weights must be a list of 2 numbers > 0"),
@@ -211,3 +214,27 @@ def test_missing_file() -> None:
 def test_parse_space_names_the_source() -> None:
     with pytest.raises(MMTuneError, match=r"^here: "):
         parse_space({"model": "nope"}, "here")
+
+
+@pytest.mark.parametrize("spec,middle", [
+    ({"type": "int", "low": 2, "high": 4}, 3), ({"type": "int", "low": 1, "high": 4}, 3),  # 1 + round(1.5)
+    ({"type": "int", "low": 16, "high": 256, "log": True}, 64), ({"type": "int", "low": 2, "high": 10, "step": 4}, 6),
+    ({"type": "float", "low": 0.0, "high": 0.2}, 0.1), ({"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, 1e-3),
+    ({"type": "float", "low": 0.0, "high": 1.0, "step": 0.25}, 0.5),
+    ({"type": "categorical", "choices": ["none", "oracle"]}, "none"), (7, 7),
+])
+def test_the_middle_of_a_parameter_is_what_a_run_without_search_takes(spec: object, middle: object) -> None:
+    from mmtune.search.spaces import parse_param
+
+    assert parse_param(spec, "x").middle() == pytest.approx(middle) if not isinstance(middle, str) \
+        else parse_param(spec, "x").middle() == middle
+
+
+def test_default_params_are_the_first_model_and_the_middle_of_its_ranges(tmp_path: Path) -> None:
+    path = _write(tmp_path, {
+        "model": {"choices": ["conv_tau", "simple_lstm"]},
+        "shared": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, "epochs": 2},
+        "models": {"conv_tau": {"preset": "small", "N_T": {"type": "int", "low": 1, "high": 3}},
+                   "simple_lstm": {"preset": "small", "hidden": {"type": "categorical", "choices": [32, 64]}}}})
+    params = load_space(path).default_params()
+    assert params == {"model": "conv_tau", "lr": pytest.approx(1e-3), "conv_tau.N_T": 2}
