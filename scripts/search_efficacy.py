@@ -112,9 +112,38 @@ def doc(args: argparse.Namespace) -> int:
                      f"{r['test_mse_pixel255']:.1f} | {ratio} | {r['flops']:.3g} | {r['wall_s']:.0f} | "
                      f"{r['trials']} | {share} |")
     print("\n".join(lines))
-    for seed in sorted({r["seed"] for r in runs}):
+    seeds = sorted({r["seed"] for r in runs})
+    for seed in seeds:
         _plot(seed, [by[(seed, a)] for a in ARMS if (seed, a) in by])
+    means = {a: [r["test_mse_frame"] for r in runs if r["arm"] == a] for a in ARMS}
+    summary = [f"- {LABELS[a]}: mean test mse_frame {sum(v) / len(v):.2f} over {len(v)} seed(s)"
+               for a, v in means.items() if v]
+    cpus = sorted({r["cpu"] for r in runs})
+    text = DOC_HEAD.format(budget=runs[0]["budget"], cpu="; ".join(cpus), seeds=", ".join(map(str, seeds)))
+    text += "\n".join(lines) + "\n\n" + "\n".join(summary) + "\n\n"
+    text += "".join(f"![anytime, seed {s}](search-efficacy-s{s}.png)\n\n" for s in seeds
+                    if DOC.with_name(f"search-efficacy-s{s}.png").is_file())
+    notes = DOC.with_name("search-efficacy-notes.md")
+    if notes.is_file():
+        text += notes.read_text()
+    DOC.write_text(text)
+    print(f"wrote {DOC}", file=sys.stderr)
     return 0
+
+
+DOC_HEAD = """# Does the search pay for its compute?
+
+Written by `.venv/bin/python scripts/search_efficacy.py doc` from the runs of
+`.venv/bin/python scripts/search_efficacy.py run --budget {budget} --seeds {seeds}` (one JSON per run in
+`reports/search-efficacy/`), on {cpu}, 2 cores. Every run is `run_search.py` on the default space
+with the same wall-clock budget ({budget} for everything: the search or training, the test split, the
+report), alternated between arms; each arm's best model (by val MSE) is tested on the same 500 test
+clips of held-out digits. MSE: `mse_frame` is the per-frame MSE (OpenSTL: the sum over 64x64 pixels
+in [0, 1], averaged over frames); `mse_pixel255` the per-pixel MSE on the 0-255 scale
+(= mse_frame x 65025 / 4096). FLOPs: every training step each run took, summed from
+`results.parquet` (`flops_per_sample` x `train_samples` of every row, the final phase's included).
+
+"""
 
 
 def _plot(seed: int, runs: list[dict]) -> None:
