@@ -152,6 +152,8 @@ BAD = [
     ("even kernel in an int range", _bad(models__conv_tau__enc_kernel={"type": "int", "low": 3, "high": 5}),
      "enc_kernel = 4"),
     ("odd N_S", _bad(models__conv_tau__N_S={"type": "categorical", "choices": [2, 3]}), "N_S = 3"),
+    ("N_S too deep for the frame", _bad(models__conv_tau__N_S={"type": "int", "low": 2, "high": 1000, "step": 2}),
+     "models.conv_tau.N_S = 1000: N_S must be at most 12 for 64x64 frames"),
     ("unknown flow estimator", _bad(models__conv_tau__flow={"type": "categorical", "choices": ["none", "lk"]}),
      "unknown flow estimator 'lk'"),
     ("flow for a model without flow", _bad(models__simple_lstm__flow="oracle"), "flow is an option of conv_tau;"),

@@ -244,6 +244,8 @@ def test_a_plugin_model_trains_through_the_real_cli(tmp_path):
         (["train", "--model", "transformer"], "unknown model 'transformer'"),
         (["train", "--model", "conv_lstm", "--set", "kernel_size=4"], "kernel_size"),
         (["train", "--model", "conv_tau", "--set", "N_S=3"], "N_S"),
+        (["train", "--model", "conv_tau", "--set", "N_S=1000"], "N_S must be at most 12 for 64x64 frames (each "
+                                                                "second layer halves H and W), got 1000"),
         (["train", "--model", "conv_tau", "--preset", "huge"], "unknown preset"),
         (["train", "--train-size", "lots"], "--train-size"),
         (["train", "--model", "conv_lstm", "--set", "bogus=1"], "bogus"),
