@@ -267,7 +267,7 @@ def test_corrupt_flow_cache_is_detected_and_rebuilt(tmp_path: Path) -> None:
     data = bytearray(victim.read_bytes())
     data[-100] ^= 0xFF  # inside the float16 payload: the .npy still loads, only the checksum can tell
     victim.write_bytes(bytes(data))
-    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    second = subprocess.run([*cmd, "--overwrite"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "unusable (its checksum does not match); rebuilding it" in second.stderr
     assert {p.name: p.read_bytes() for p in sorted((tmp_path / "cache").glob("*.npy"))} == good  # rebuilt, same
