@@ -325,7 +325,7 @@ def _long_list(text: str) -> tuple[str, int] | None:
         elif isinstance(event, yaml.CollectionEndEvent):
             is_mapping, n, _ = frames.pop()
             if not is_mapping and n > MAX_CHOICES:
-                return ".".join(str(f[2]) if f[0] else str(f[1] - 1) for f in frames), n
+                return ".".join(str(f[2]) if f[0] else str(f[1] - 1) for f in frames) or "the top-level list", n
     return None
 
 

@@ -124,6 +124,11 @@ _DELETE = object()
 BAD = [
     ("malformed yaml", "model: [simple_lstm\nshared: {", "not valid YAML"),
     ("not a mapping", "- a\n- b\n", "a search space is a mapping"),
+    ("a top-level list of 10,001 items", "[" + "1, " * 10_000 + "1]",
+     "the top-level list must hold at most 10,000 items (for a categorical of more, use an int or float range "
+     "instead), got 10,001"),
+    ("a list of 10,001 items in a list", {"model": "simple_lstm", "data": {"x": [[1], list(range(10_001))]}},
+     "data.x.1 must hold at most 10,000 items"),
     ("unknown top-level key", _bad(sweeep={"samples": 2}), "unknown top-level key 'sweeep'"),
     ("unknown model in choices", _bad(model={"choices": ["simple_lstm", "conv_tau", "convlstm"]}),
      "unknown model 'convlstm'"),
