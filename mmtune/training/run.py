@@ -56,7 +56,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
         state = load_checkpoint(resume)
         check_resume(state, trial, f"--resume {resume}")
     out = Path(out_dir)
-    earlier = earlier_results(out, resume, overwrite)
+    earlier = _earlier_results(out, resume, overwrite)
     t0 = time.perf_counter()
     trainer = Trainer(trial, progress=progress)
     if state is not None and resume:
@@ -109,7 +109,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     return summary
 
 
-def earlier_results(out: Path, resume: str | None, overwrite: bool) -> list[Path]:
+def _earlier_results(out: Path, resume: str | None, overwrite: bool) -> list[Path]:
     """The files of another run in `out` that `--overwrite` replaces; an MMTuneError (one line) without it.
 
     A `resume` checkpoint inside `out` continues that run: its files are this run's, not another's.
