@@ -10,12 +10,20 @@ from typing import Any
 
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
-    """Write `data` to `path` via a per-process temp file and os.replace."""
+    """Write `data` to `path` via a per-process temp file and os.replace: `path` holds the old bytes or
+    the new ones, never part of either, and a failed write leaves no temp file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes reach the disk before the name points at them (power loss)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

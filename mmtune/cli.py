@@ -58,7 +58,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-size", type=int, help="test sequences (default 2000, or the protocol's)")
     p.add_argument("--test-file", help="path of the standard mnist_test_seq.npy to test on")
     p.add_argument("--out", help="output folder (default runs/train-MODEL-TIME)")
-    p.add_argument("--resume", help="a last.pt checkpoint to continue from")
+    p.add_argument("--resume", help="a last.pt checkpoint to continue from (its own folder may be the --out)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in --out (default off: an --out holding "
+                        "test_metrics.json, history.json, last.pt, best.pt or strip.png is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
@@ -102,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
     out = args.out or f"runs/train-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     overridden = [k for k in explicit if protocol and (k in protocol.train or k in protocol.data)]
     summary = train_one(trial, out, resume=args.resume, progress=not args.quiet, protocol=args.protocol,
-                        protocol_overridden=overridden)
+                        protocol_overridden=overridden, overwrite=args.overwrite)
     test = summary.get("test")
     if test:
         print(f"{args.model}: test mse_frame {test['mse_frame']:.2f} (OpenSTL per-frame), "

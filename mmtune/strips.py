@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mmtune._io import atomic_write_bytes
+
 _GAP = 2  # px of grey between frames and rows
 
 
@@ -32,13 +34,8 @@ def strip_array(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.n
 
 
 def save_strip(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: str | Path, scale: int = 2) -> Path:
-    """Write the strip of one clip as a PNG (upscaled by `scale`, nearest neighbour)."""
-    img = Image.fromarray(strip_array(inputs, truth, pred))
-    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    """Write the strip of one clip as a PNG (upscaled by `scale`, nearest neighbour), atomically."""
+    return atomic_write_bytes(strip_png_bytes(inputs, truth, pred, scale), path)
 
 
 def strip_png_bytes(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 2) -> bytes:

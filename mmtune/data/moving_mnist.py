@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from mmtune.errors import MMTuneError
 
 DIGIT_SIZE = 28
+FRAME_SIZE = 64  # H = W of every clip (Srivastava's box, the standard file's); the models' limits follow from it
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -23,7 +24,7 @@ class MotionSpec:
     """How sequences move: the protocol's knobs."""
 
     num_digits: int = 2
-    size: int = 64
+    size: int = FRAME_SIZE
     frames: int = 20
     speed: float = 3.6  # px/frame: Srivastava's step 0.1 of the (64 - 28) px free range
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mmtune.data.moving_mnist import FRAME_SIZE
 from mmtune.errors import MMTuneError
 from mmtune.models._layers import (
     ConvNormAct,
@@ -41,6 +42,8 @@ from mmtune.models.registry import register_model
 
 KERNEL_SIZES = (3, 5, 7)
 OUTPUTS = ("linear", "sigmoid")
+# Every second encoder layer halves H and W, so 2^(N_S/2) must divide the frame: 64 = 2^6 allows N_S <= 12.
+MAX_N_S = 2 * ((FRAME_SIZE & -FRAME_SIZE).bit_length() - 1)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class ConvTAUConfig:
     Args:
         hid_S: Channels of the spatial encoder/decoder.
         hid_T: Channels of the temporal translator.
-        N_S: Encoder (and decoder) layers; even, every second one halves (doubles) H and W.
+        N_S: Encoder (and decoder) layers; even, every second one halves (doubles) H and W, so at
+            most 12 for 64x64 frames.
         N_T: TAU blocks in the translator.
         enc_kernel: Kernel of the encoder convs; one of 3, 5, 7.
         dec_kernel: Kernel of the decoder convs; one of 3, 5, 7.
@@ -88,6 +92,9 @@ class ConvTAUConfig:
             or self.N_S % 2
         ):
             raise MMTuneError(f"N_S must be an even number ≥ 2, got {self.N_S!r}")
+        if self.N_S > MAX_N_S:  # found now, not at the first batch
+            raise MMTuneError(f"N_S must be at most {MAX_N_S} for {FRAME_SIZE}x{FRAME_SIZE} frames "
+                              f"(each second layer halves H and W), got {self.N_S!r}")
         check_int("N_T", self.N_T)
         check_choice("enc_kernel", self.enc_kernel, KERNEL_SIZES)
         check_choice("dec_kernel", self.dec_kernel, KERNEL_SIZES)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mmtune.data.moving_mnist import FRAME_SIZE  # the dense layers fix the frame size: 64 × 64 = 4096 inputs
 from mmtune.errors import MMTuneError
 from mmtune.models._layers import check_common, check_fraction, check_input, check_int
 from mmtune.models.registry import register_model
-
-FRAME_SIZE = 64  # the dense layers fix the frame size: 64 × 64 = 4096 inputs
 
 
 @dataclass(frozen=True)

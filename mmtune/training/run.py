@@ -9,6 +9,7 @@ from typing import Any
 
 from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
+from mmtune.errors import MMTuneError
 from mmtune.flow import check_estimator
 from mmtune.metrics.baselines import split_baselines, verdict
 from mmtune.metrics.units import UNITS
@@ -18,14 +19,24 @@ from mmtune.training.config import TrialConfig
 from mmtune.training.loop import Trainer
 from mmtune.training.protocols import protocol_record
 
+# Every file train_one writes into its folder: an --out that holds one holds another run's results.
+RESULT_FILES = ("test_metrics.json", "history.json", "last.pt", "last.pt.sha256", "best.pt", "best.pt.sha256",
+                "strip.png")
+
 
 def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
-              protocol: str | None = None, protocol_overridden: list[str] | None = None) -> dict[str, Any]:
+              protocol: str | None = None, protocol_overridden: list[str] | None = None,
+              overwrite: bool = False) -> dict[str, Any]:
     """Train `trial`, evaluate the best checkpoint on the test split and write the results.
 
-    Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png. best.pt
-    (read back only for the test split) and a finished run's last.pt carry no optimizer state.
+    Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png, each
+    atomically (a crash leaves the old file or the new one). best.pt (read back only for the
+    test split) and a finished run's last.pt carry no optimizer state.
     A `resume` checkpoint is read and checked against `trial` before anything is written.
+    An `out_dir` that holds another run's results (any of `RESULT_FILES`) is refused before
+    anything is written, unless `resume` is a checkpoint inside it (that run, continued) or
+    `overwrite` is given: then the earlier run's files are removed before training starts, so
+    the folder never mixes two runs.
     test_metrics.json also holds the trivial baselines of the val and test splits and the test
     MSE's ratio to the best of them (`mmtune.metrics.baselines`).
 
@@ -45,11 +56,17 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
         state = load_checkpoint(resume)
         check_resume(state, trial, f"--resume {resume}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_results(out, resume, overwrite)
     t0 = time.perf_counter()
     trainer = Trainer(trial, progress=progress)
     if state is not None and resume:
         trainer.load_state_dict(state, f"--resume {resume}")
+    if earlier:
+        print(f"mmtune train: --overwrite: removing the earlier run's {_names(earlier)} from {out}", file=sys.stderr)
+        for path in earlier:
+            path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is not None and resume:
         _carry_best(trainer, Path(resume), out)
     print(f"training {trial.model} on {trainer.device} for {trial.train.epochs} epochs "
           f"({trial.data.train_size} train sequences) -> {out}", file=sys.stderr)
@@ -90,6 +107,28 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(summary, out / "test_metrics.json")
     return summary
+
+
+def _earlier_results(out: Path, resume: str | None, overwrite: bool) -> list[Path]:
+    """The files of another run in `out` that `--overwrite` replaces; an MMTuneError (one line) without it.
+
+    A `resume` checkpoint inside `out` continues that run: its files are this run's, not another's.
+    """
+    if out.exists() and not out.is_dir():
+        raise MMTuneError(f"--out {out} is a file, not a folder; give another --out")
+    found = [out / name for name in RESULT_FILES if (out / name).exists()]
+    if not found or (resume and Path(resume).resolve().parent == out.resolve()):
+        return []
+    if overwrite:
+        return found
+    resume_it = f"continue that run with --resume {out / 'last.pt'}, " if (out / "last.pt").is_file() else ""
+    raise MMTuneError(f"--out {out} holds the results of another run ({_names(found)}); give another --out, "
+                      f"{resume_it}or replace them with --overwrite")
+
+
+def _names(paths: list[Path]) -> str:
+    """The file names, a checksum sidecar left out when its checkpoint is named."""
+    return ", ".join(p.name for p in paths if not (p.suffix == ".sha256" and p.with_suffix("") in paths))
 
 
 def _carry_best(trainer: Trainer, resume: Path, out: Path) -> None:

@@ -159,6 +159,8 @@ def test_invalid_common_fields_raise(name: str, field: str, value: Any) -> None:
         ("conv_lstm", {"skip": 1}, "skip"),
         ("conv_tau", {"N_S": 3}, "N_S"),
         ("conv_tau", {"N_S": 0}, "N_S"),
+        ("conv_tau", {"N_S": 14}, "N_S"),
+        ("conv_tau", {"N_S": 1000}, "N_S"),
         ("conv_tau", {"enc_kernel": 4}, "enc_kernel"),
         ("conv_tau", {"dec_kernel": 9}, "dec_kernel"),
         ("conv_tau", {"hid_S": 0}, "hid_S"),
@@ -183,6 +185,16 @@ def test_error_messages_say_what_is_allowed() -> None:
         make_model_config("conv_lstm", kernel_size=4)
     with pytest.raises(MMTuneError, match="N_S must be an even number ≥ 2, got 3"):
         make_model_config("conv_tau", N_S=3)
+    with pytest.raises(MMTuneError, match=r"^N_S must be at most 12 for 64x64 frames \(each second layer halves "
+                                          r"H and W\), got 1000$"):
+        make_model_config("conv_tau", N_S=1000)
+
+
+def test_conv_tau_takes_the_deepest_encoder_the_frame_allows() -> None:
+    """N_S = 12 (the most the config allows) halves 64 px six times, to 1 px, and back."""
+    model = get_model("conv_tau", make_model_config("conv_tau", preset="small", N_S=12))
+    with torch.no_grad():
+        assert model(_input()).shape == (B, 10, 1, 64, 64)
 
 
 @pytest.mark.parametrize("name", MODELS)

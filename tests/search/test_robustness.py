@@ -48,6 +48,10 @@ SPACES = {
     "inverted.yaml": "model: simple_lstm\nshared:\n  lr: {type: float, low: 1.0e-2, high: 1.0e-4, log: true}\n",
     "even_kernel.yaml": "model: conv_lstm\nmodels:\n  conv_lstm: {kernel_size: {type: categorical, choices: [3, 4]}}\n",
     "odd_ns.yaml": "model: conv_tau\nmodels:\n  conv_tau: {preset: small, N_S: 3}\n",
+    "deep_ns.yaml": "model: conv_tau\nmodels:\n  conv_tau: {preset: small, N_S: {type: int, low: 2, high: 1000, "
+                    "step: 2}}\n",
+    "huge_choices.yaml": "model: conv_lstm\nmodels:\n  conv_lstm: {hidden: {type: categorical, choices: ["
+                         + ", ".join(map(str, range(1, 20_001))) + "]}}\n",
     "raft.yaml": "model: conv_tau\nmodels:\n  conv_tau: {preset: small, flow: {type: categorical, "
                  "choices: [none, raft_small]}}\n",
 }
@@ -79,6 +83,12 @@ BAD: dict[str, Case] = {
     "inverted_range": Case(["--space", "{SPACE:inverted.yaml}"], "inverted range: low 0.01 > high 0.0001"),
     "even_kernel_size": Case(["--space", "{SPACE:even_kernel.yaml}"], "kernel_size = 4"),
     "odd_N_S": Case(["--space", "{SPACE:odd_ns.yaml}"], "N_S must be an even number"),
+    "N_S_deeper_than_the_frame": Case(["--space", "{SPACE:deep_ns.yaml}"], "N_S must be at most 12 for 64x64 frames"),
+    "N_S_deeper_than_the_frame_train": Case(["train", "--model", "conv_tau", "--set", "N_S=1000", "--out",
+                                             "{S}/new"], "N_S must be at most 12 for 64x64 frames", mmtune=True),
+    "categorical_of_20000_choices": Case(["--space", "{SPACE:huge_choices.yaml}"],
+                                         "models.conv_lstm.hidden.choices must hold at most 10,000 items (for a "
+                                         "categorical of more, use an int or float range instead), got 20,000"),
     "bad_flag_value": Case(["--space", SMOKE, "--samples", "0"], "--samples must be a positive integer"),
     "more_gpus_than_cluster": Case(["--space", SMOKE, "--gpus-per-trial", "1"],
                                    "--gpus-per-trial 1.0 but the largest node of the cluster has 0 GPU(s)",
@@ -124,6 +134,10 @@ BAD: dict[str, Case] = {
         mmtune=True),
     "bad_train_value": Case(["train", "--model", "simple_lstm", "--lr", "-1", "--out", "{S}/precious"],
                             "lr must be a positive number", mmtune=True),
+    # {S}/shared holds the last.pt of an earlier run: train never overwrites it without --overwrite.
+    "train_into_an_earlier_runs_folder": Case(
+        ["train", "--model", "simple_lstm", *TINY_TRAIN, "--out", "{S}/shared"],
+        "holds the results of another run (last.pt); give another --out, continue that run with --resume", mmtune=True),
 }
 
 
@@ -267,7 +281,7 @@ def test_corrupt_flow_cache_is_detected_and_rebuilt(tmp_path: Path) -> None:
     data = bytearray(victim.read_bytes())
     data[-100] ^= 0xFF  # inside the float16 payload: the .npy still loads, only the checksum can tell
     victim.write_bytes(bytes(data))
-    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    second = subprocess.run([*cmd, "--overwrite"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "unusable (its checksum does not match); rebuilding it" in second.stderr
     assert {p.name: p.read_bytes() for p in sorted((tmp_path / "cache").glob("*.npy"))} == good  # rebuilt, same

@@ -124,6 +124,11 @@ _DELETE = object()
 BAD = [
     ("malformed yaml", "model: [simple_lstm\nshared: {", "not valid YAML"),
     ("not a mapping", "- a\n- b\n", "a search space is a mapping"),
+    ("a top-level list of 10,001 items", "[" + "1, " * 10_000 + "1]",
+     "the top-level list must hold at most 10,000 items (for a categorical of more, use an int or float range "
+     "instead), got 10,001"),
+    ("a list of 10,001 items in a list", {"model": "simple_lstm", "data": {"x": [[1], list(range(10_001))]}},
+     "data.x.1 must hold at most 10,000 items"),
     ("unknown top-level key", _bad(sweeep={"samples": 2}), "unknown top-level key 'sweeep'"),
     ("unknown model in choices", _bad(model={"choices": ["simple_lstm", "conv_tau", "convlstm"]}),
      "unknown model 'convlstm'"),
@@ -152,6 +157,8 @@ BAD = [
     ("even kernel in an int range", _bad(models__conv_tau__enc_kernel={"type": "int", "low": 3, "high": 5}),
      "enc_kernel = 4"),
     ("odd N_S", _bad(models__conv_tau__N_S={"type": "categorical", "choices": [2, 3]}), "N_S = 3"),
+    ("N_S too deep for the frame", _bad(models__conv_tau__N_S={"type": "int", "low": 2, "high": 14, "step": 2}),
+     "models.conv_tau.N_S = 14: N_S must be at most 12 for 64x64 frames"),
     ("unknown flow estimator", _bad(models__conv_tau__flow={"type": "categorical", "choices": ["none", "lk"]}),
      "unknown flow estimator 'lk'"),
     ("flow for a model without flow", _bad(models__simple_lstm__flow="oracle"), "flow is an option of conv_tau;"),
@@ -238,3 +245,84 @@ def test_default_params_are_the_first_model_and_the_middle_of_its_ranges(tmp_pat
                    "simple_lstm": {"preset": "small", "hidden": {"type": "categorical", "choices": [32, 64]}}}})
     params = load_space(path).default_params()
     assert params == {"model": "conv_tau", "lr": pytest.approx(1e-3), "conv_tau.N_T": 2}
+
+
+# -- validation time does not grow with the space -------------------------------------------------
+
+HIDDEN_SPACE = {"model": "simple_lstm", "models": {"simple_lstm": {"preset": "small"}}}
+
+
+def _with_hidden(spec: object) -> dict:
+    return {**HIDDEN_SPACE, "models": {"simple_lstm": {"preset": "small", "hidden": spec}}}
+
+
+@pytest.fixture
+def config_builds(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The model configs validation builds (every build goes through spaces.build_trial)."""
+    import mmtune.search.spaces as spaces
+
+    built: list[dict] = []
+    real = spaces.build_trial
+
+    def counting(model, preset=None, model_overrides=None, *args, **kwargs):
+        built.append(dict(model_overrides or {}))
+        return real(model, preset, model_overrides, *args, **kwargs)
+
+    monkeypatch.setattr(spaces, "build_trial", counting)
+    return built
+
+
+@pytest.mark.parametrize("spec, first, last", [
+    ({"type": "categorical", "choices": list(range(1, 10_001))}, 1, 10_000),  # the most choices allowed
+    ({"type": "int", "low": 1, "high": 1_000_000}, 1, 1_000_000),
+    ({"type": "int", "low": 8, "high": 1_000_000, "log": True}, 8, 1_000_000),
+    ({"type": "int", "low": 4, "high": 4_000_003, "step": 4}, 4, 4_000_000),  # Optuna samples on the step's grid
+])
+def test_a_large_parameter_is_validated_with_a_bounded_number_of_configs(
+        spec: dict, first: int, last: int, config_builds: list[dict]) -> None:
+    parse_space(_with_hidden(spec), "big")
+    hidden = [b["hidden"] for b in config_builds]
+    assert len(hidden) == 65  # the base config, then 64 values:
+    assert hidden[1] == first and hidden[-1] == last  # both ends ...
+    gaps = [b - a for a, b in zip(hidden[1:], hidden[2:], strict=False)]
+    assert min(gaps) > 0 and max(gaps) <= 2 * min(gaps)  # ... and 62 evenly spread between
+
+
+def test_every_value_of_a_small_parameter_is_checked(config_builds: list[dict]) -> None:
+    parse_space(_with_hidden({"type": "categorical", "choices": list(range(1, 65))}), "small")
+    assert [b["hidden"] for b in config_builds[1:]] == list(range(1, 65))
+    config_builds.clear()
+    parse_space(_with_hidden({"type": "int", "low": 10, "high": 640, "step": 10}), "small")
+    assert [b["hidden"] for b in config_builds[1:]] == list(range(10, 641, 10))
+
+
+def test_a_bad_last_choice_of_a_large_categorical_is_found() -> None:
+    choices = [*range(1, 5_000), 0]
+    with pytest.raises(MMTuneError, match=r"^big: models.simple_lstm.hidden = 0: hidden must be an integer ≥ 1"):
+        parse_space(_with_hidden({"type": "categorical", "choices": choices}), "big")
+
+
+def test_a_million_choices_are_refused_before_any_config_is_built(config_builds: list[dict]) -> None:
+    with pytest.raises(MMTuneError) as err:
+        parse_space(_with_hidden({"type": "categorical", "choices": list(range(1, 1_000_001))}), "big")
+    assert str(err.value) == ("big: models.simple_lstm.hidden.choices must hold at most 10,000 choices (for more, "
+                              "use an int or float range instead), got 1,000,000")
+    assert config_builds == []
+
+
+def test_a_million_choices_in_yaml_are_refused_before_yaml_builds_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config_builds: list[dict]) -> None:
+    """The issue's file: its 10^6 choices are counted from the parser's events, never built as objects."""
+    choices = ", ".join(map(str, range(1, 1_000_001)))
+    path = _write(tmp_path, "model: simple_lstm\nmodels:\n  simple_lstm:\n    preset: small\n"
+                            f"    hidden: {{type: categorical, choices: [{choices}]}}\n")
+
+    def no_building(*args: object, **kwargs: object) -> None:
+        raise AssertionError("PyYAML built the objects of the space")
+
+    monkeypatch.setattr(yaml.constructor.BaseConstructor, "construct_document", no_building)
+    with pytest.raises(MMTuneError) as err:
+        load_space(path)
+    assert str(err.value) == (f"{path}: models.simple_lstm.hidden.choices must hold at most 10,000 items (for a "
+                              f"categorical of more, use an int or float range instead), got 1,000,000")
+    assert config_builds == []

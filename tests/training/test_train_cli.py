@@ -15,5 +15,7 @@ def test_train_help_names_every_default() -> None:
     out = " ".join(out.split())  # argparse wraps lines where it likes
     for default in ("(default conv_tau)", "(default 5, or the protocol's)", "(default 0.001, or the preset's)",
                     "(default adamw, or the preset's)", "(default onecycle, or the preset's)", "(default 0)",
-                    "(default auto)", "(default none, or the preset's)", "(default 2)", "(default: the model's)"):
+                    "(default auto)", "(default none, or the preset's)", "(default 2)", "(default: the model's)",
+                    "(default off: an --out holding test_metrics.json, history.json, last.pt, best.pt or strip.png "
+                    "is refused)"):
         assert default in out, default

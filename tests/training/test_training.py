@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 
@@ -244,6 +246,8 @@ def test_a_plugin_model_trains_through_the_real_cli(tmp_path):
         (["train", "--model", "transformer"], "unknown model 'transformer'"),
         (["train", "--model", "conv_lstm", "--set", "kernel_size=4"], "kernel_size"),
         (["train", "--model", "conv_tau", "--set", "N_S=3"], "N_S"),
+        (["train", "--model", "conv_tau", "--set", "N_S=1000"], "N_S must be at most 12 for 64x64 frames (each "
+                                                                "second layer halves H and W), got 1000"),
         (["train", "--model", "conv_tau", "--preset", "huge"], "unknown preset"),
         (["train", "--train-size", "lots"], "--train-size"),
         (["train", "--model", "conv_lstm", "--set", "bogus=1"], "bogus"),
@@ -316,12 +320,135 @@ def test_mismatched_resume_is_one_line_and_writes_nothing(argv, message, finishe
     assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
 
 
+# -- an --out holding another run's results -----------------------------------------------------
+
+RESULTS = ("test_metrics.json", "history.json", "last.pt", "best.pt", "strip.png")
+
+
+def _snapshot(folder):
+    """Every file of `folder`: its bytes and mtime, to show nothing was written or removed."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def _one_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("name", RESULTS)
+def test_an_out_holding_any_result_of_another_run_is_refused(name, finished_run, tmp_path, capsys):
+    out = tmp_path / "earlier"
+    out.mkdir()
+    shutil.copy2(finished_run / name, out / name)
+    (out / "notes.txt").write_text("mine\n")
+    before = _snapshot(out)
+    assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--out", str(out)]) == 2
+    resume = f"continue that run with --resume {out / 'last.pt'}, " if name == "last.pt" else ""
+    assert _one_line(capsys) == (f"mmtune: error: --out {out} holds the results of another run ({name}); "
+                                 f"give another --out, {resume}or replace them with --overwrite")
+    assert _snapshot(out) == before  # nothing written, nothing removed
+
+
+def test_a_finished_runs_folder_is_refused_naming_its_files(finished_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    before = _snapshot(out)
+    # Another config, and the same one again: neither may replace the run without --overwrite.
+    for extra in (["--seed", "1"], []):
+        assert main(["train", "--model", "simple_lstm", *TINY_ARGS, *extra, "--out", str(out)]) == 2
+        err = _one_line(capsys)
+        assert "(test_metrics.json, history.json, last.pt, best.pt, strip.png)" in err, err
+        assert f"--resume {out / 'last.pt'}" in err and "--overwrite" in err, err
+    assert _snapshot(out) == before
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("not a folder\n")
+    assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--out", str(out)]) == 2
+    assert _one_line(capsys) == f"mmtune: error: --out {out} is a file, not a folder; give another --out"
+    assert out.read_text() == "not a folder\n"
+
+
+def test_overwrite_replaces_the_earlier_run(finished_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--seed", "1", "--overwrite", "--out", str(out)]) == 0
+    assert (f"--overwrite: removing the earlier run's test_metrics.json, history.json, last.pt, best.pt, strip.png "
+            f"from {out}") in capsys.readouterr().err
+    assert json.loads((out / "test_metrics.json").read_text())["config"]["train"]["seed"] == 1
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1]
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(out / name)["trial"]["train"]["seed"] == 1
+    assert (out / "strip.png").read_bytes() != (finished_run / "strip.png").read_bytes()
+    assert (out / "notes.txt").read_text() == "mine\n"  # not a result of train's: kept
+
+
+def test_overwrite_leaves_nothing_of_the_earlier_run(finished_run, tmp_path, monkeypatch):
+    """A run that diverges writes no best.pt nor strip.png: the earlier run's are gone, not left beside it."""
+    import mmtune.training.loop as loop
+
+    class NaNLoss(torch.nn.Module):
+        def __init__(self, kl_weight=0.0):
+            super().__init__()
+
+        def forward(self, pred, true):
+            return pred.sum() * math.nan, {"mse": math.nan, "kl": 0.0}
+
+    monkeypatch.setattr(loop, "VideoLoss", NaNLoss)
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--overwrite", "--out", str(out)]) == 3
+    assert sorted(os.listdir(out)) == ["history.json", "last.pt", "last.pt.sha256", "test_metrics.json"]
+    assert json.loads((out / "test_metrics.json").read_text())["status"] == "diverged"
+
+
+def test_resume_into_the_runs_own_folder_needs_no_overwrite(tmp_path, capsys):
+    """A 2-epoch run stopped after epoch 1, continued where it lives."""
+    out = tmp_path / "run"
+    trainer = Trainer(_trial("simple_lstm", 2), progress=False)
+    trainer.fit(on_epoch=lambda r, tr: tr.save(out / "last.pt") if r.epoch == 1 else None)
+    assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--epochs", "2", "--resume", str(out / "last.pt"),
+                 "--out", str(out)]) == 0
+    assert "--overwrite" not in capsys.readouterr().err
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [2]
+    assert json.loads((out / "test_metrics.json").read_text())["status"] == "completed"
+
+
+def test_a_crash_mid_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """test_metrics.json, history.json and strip.png (checkpoints too: save_checkpoint) go through one
+    atomic write: a write that dies part-way leaves the old bytes and no temp file."""
+    import numpy as np
+
+    from mmtune._io import write_json
+    from mmtune.strips import save_strip
+
+    frames = np.zeros((10, 64, 64), np.float32)
+    strip = save_strip(frames, frames, frames, tmp_path / "strip.png")
+    metrics = write_json({"run": 1}, tmp_path / "test_metrics.json")
+    before = _snapshot(tmp_path)
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mmtune._io.os.fsync", crash)  # the new bytes are part-written, not yet renamed
+    with pytest.raises(OSError, match="disk full"):
+        save_strip(frames + 1, frames, frames, strip)
+    with pytest.raises(OSError, match="disk full"):
+        write_json({"run": 2}, metrics)
+    assert _snapshot(tmp_path) == before  # the old files whole, no temp file beside them
+
+
 def test_protocol_sets_the_budget_and_flags_override_it(tmp_path, monkeypatch, capsys):
     import mmtune.training.run as run_module
 
     seen = {}
 
-    def fake_train_one(trial, out, resume=None, progress=True, protocol=None, protocol_overridden=None):
+    def fake_train_one(trial, out, resume=None, progress=True, protocol=None, protocol_overridden=None,
+                       overwrite=False):
         seen.update(trial=trial, protocol=protocol, overridden=protocol_overridden)
         return {"status": "completed", "message": "", "test": None}
 
