@@ -88,3 +88,32 @@ def test_check_catches_a_wrong_gradient(bf16_on_cpu: None, monkeypatch: pytest.M
     monkeypatch.setattr(loop, "forward_loss", skewed)
     bad = gradient_mismatches("conv_tau", torch.device("cpu"))
     assert [b.split(":")[0] for b in bad] == ["translator.blocks.0.attn.attn.conv_spatial.weight"]
+
+
+@pytest.fixture
+def fp32_cpu(monkeypatch: pytest.MonkeyPatch):
+    """A CPU without native bf16: the fast path there is fp32 with channels_last."""
+    monkeypatch.setenv("MMTUNE_CPU_BF16", "0")
+    loop.cpu_bf16_supported.cache_clear()
+    yield
+    loop.cpu_bf16_supported.cache_clear()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_fp32_cpu_fast_path_is_channels_last_with_fp32_gradients(name: str, fp32_cpu: None) -> None:
+    """Without bf16 the CPU fast path lays the model out channels_last where its entry asks; its
+    gradients must be eager NCHW fp32's up to float rounding."""
+    cpu = torch.device("cpu")
+    assert not loop.autocast_enabled(cpu, True)
+    torch.manual_seed(0)
+    model = get_model(name, make_model_config(name, preset="small"))
+    net = loop.prepare_model(copy.deepcopy(model), name, cpu, True, compile=False)
+    weights = [p for p in net.parameters() if p.dim() == 4]
+    if get_entry(name).channels_last and weights:
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    clip = torch.rand(4, 20, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    batch = (clip[:, :10], clip[:, 10:])
+    ref, fast = gradients(model, name, cpu, False, batch), gradients(model, name, cpu, True, batch)
+    scale = max(g.norm().item() for g in ref.values())
+    for n, g in ref.items():
+        assert (fast[n] - g).norm().item() <= 1e-4 * g.norm().item() + 1e-7 * scale, n
