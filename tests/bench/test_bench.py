@@ -81,7 +81,9 @@ def test_compiled_model_keeps_checkpoint_keys():
     assert list(net.state_dict()) == list(get_model("conv_tau", cfg).state_dict())
 
 
-def test_cpu_fast_path_neither_compiles_nor_changes_layout(monkeypatch):
+def test_cpu_fast_path_neither_compiles_nor_changes_layout_with_bf16(monkeypatch, bf16_on_cpu):
+    """With bf16 the CPU fast path keeps NCHW (bf16 + channels_last computes wrong gradients) and never
+    compiles; without bf16 it is fp32 with channels_last (tests/training/test_fast_path.py)."""
     monkeypatch.delenv("MMTUNE_COMPILE", raising=False)
     cfg = size_config("conv_tau", "small")
     net = prepare_model(get_model("conv_tau", cfg), "conv_tau", torch.device("cpu"), True)
