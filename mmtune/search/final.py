@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -113,7 +114,7 @@ def run_final(space: SearchSpace, train_overrides: dict[str, Any], start: FinalS
             path = out / f"checkpoint_{result.epoch:06d}"
             tr.save(path / STATE_FILE, optimizer=False)
             if best is not None and Path(best.path) != path:
-                _remove(Path(best.path))
+                shutil.rmtree(best.path)
             best = CheckpointRef(str(path), {"epoch": result.epoch, "val_mse": row["val_mse"]}, None)
         _say(f"mmtune search: final phase: epoch {result.epoch} ({result.train_samples} clips), val mse_frame "
              f"{result.val_mse:.2f}, {min(tr.budget_used(), 1.0):.0%} of {budget_s:.0f}s")
@@ -126,12 +127,6 @@ def run_final(space: SearchSpace, train_overrides: dict[str, Any], start: FinalS
     error = fit.message if fit.status == "diverged" else None
     return TrialRecord(FINAL_TRIAL_ID, "TERMINATED", dict(start.params), rows, error, str(out),
                        [best] if best is not None else [])
-
-
-def _remove(path: Path) -> None:
-    for f in sorted(path.glob("*")):
-        f.unlink()
-    path.rmdir()
 
 
 def family_infer_ms(trials: list[TrialRecord]) -> dict[str, float]:

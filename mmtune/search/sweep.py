@@ -693,9 +693,8 @@ def training_share(df: Any, slots: int, search_s: float, final: dict[str, Any] |
     in training steps (the rest: starting trials, validation, checkpoints, waiting)."""
     if df.empty:
         return None
-    phase = df["phase"].fillna("search") if "phase" in df else None
     train = df["train_seconds"].astype(float).fillna(0.0)
-    final_rows = (phase == "final") if phase is not None else train * 0 > 1
+    final_rows = (df["phase"] == "final") if "phase" in df else train != train  # no phase column: all search
     search_train = float(train[~final_rows].sum())
     final_train, final_s = float(train[final_rows].sum()), float(final["seconds"]) if final else 0.0
     wall = search_s + final_s
