@@ -242,7 +242,7 @@ class Translator(nn.Module):
 
     def __init__(self, c_in: int, hid: int, n_blocks: int, mlp_ratio: float, drop_path: float):
         super().__init__()
-        rates = torch.linspace(0, drop_path, n_blocks).tolist()
+        rates = torch.linspace(0, drop_path, n_blocks, device="cpu").tolist()  # cpu: also under a meta device
         self.reduce = nn.Conv2d(c_in, hid, 1)
         self.blocks = nn.Sequential(*(TAUBlock(hid, mlp_ratio, r) for r in rates))
         self.expand = nn.Conv2d(hid, c_in, 1)

@@ -73,6 +73,7 @@ def is_uri(storage: str) -> bool:
 # True on the rows of a trial that --time-budget's hard limit ended (results.parquet's column, and the
 # key the budget limiter adds to such a trial's last result); absent from an earlier sweep's results.
 CUT_KEY = "cut_by_budget"
+INFEASIBLE_KEY = "infeasible"  # a trial refused before it started: its config cannot fit in memory
 
 
 class Outcome(Enum):
@@ -82,6 +83,7 @@ class Outcome(Enum):
     STOPPED_EARLY = "stopped_early"
     CUT_AT_BUDGET = "cut_by_budget"
     DIVERGED = "diverged"
+    INFEASIBLE = "infeasible"
     FAILED = "failed"
     RUNNING = "running"
     PENDING = "pending"
@@ -94,11 +96,13 @@ class Outcome(Enum):
 
 _LABELS = {Outcome.COMPLETED: "completed", Outcome.STOPPED_EARLY: "stopped early (ASHA)",
            Outcome.CUT_AT_BUDGET: "cut at the time budget",
-           Outcome.DIVERGED: "diverged (NaN)", Outcome.FAILED: "failed (error)", Outcome.RUNNING: "running",
+           Outcome.DIVERGED: "diverged (NaN)", Outcome.INFEASIBLE: "infeasible (does not fit in memory)",
+           Outcome.FAILED: "failed (error)", Outcome.RUNNING: "running",
            Outcome.PENDING: "pending"}
 
 
-def classify(status: str, diverged: bool, last_epoch: int, planned: int, cut: bool = False) -> Outcome:
+def classify(status: str, diverged: bool, last_epoch: int, planned: int, cut: bool = False,
+             infeasible: bool = False) -> Outcome:
     """The one rule for how a trial ended.
 
     Args:
@@ -108,10 +112,13 @@ def classify(status: str, diverged: bool, last_epoch: int, planned: int, cut: bo
         planned: the epochs it was given; a finished trial that stopped short was stopped by ASHA,
             or, when `cut`, by --time-budget's hard limit.
         cut: it ended once the time budget was spent.
+        infeasible: it was refused before it started (its config cannot fit in memory).
     """
     status = status.upper()
     if status == "ERROR":
         return Outcome.FAILED
+    if infeasible:
+        return Outcome.INFEASIBLE
     if diverged:
         return Outcome.DIVERGED
     if status == "RUNNING":
@@ -135,9 +142,9 @@ def trial_outcomes(results: Any) -> dict[str, Outcome]:
     for tid, g in results.groupby("trial_id", sort=False):
         last, planned = (as_finite(pd.to_numeric(g[c], errors="coerce").max()) for c in ("epoch", "epochs_planned"))
         diverged = bool(g["diverged"].fillna(False).astype(bool).any())
-        cut = bool(g[CUT_KEY].fillna(False).astype(bool).any())  # read_results fills it for older files
+        cut, infeasible = (bool(g[k].fillna(False).astype(bool).any()) for k in (CUT_KEY, INFEASIBLE_KEY))
         out[str(tid)] = classify(str(g["status"].iloc[-1]), diverged, 0 if math.isnan(last) else int(last),
-                                 0 if math.isnan(planned) else int(planned), cut)
+                                 0 if math.isnan(planned) else int(planned), cut, infeasible)
     return out
 
 
@@ -145,7 +152,7 @@ def trial_counts(results: Any) -> dict[str, Any]:
     """sweep.json's trial counts and timings (`SweepMeta.num_trials` ...) of a results frame."""
     if results.empty:
         return {"num_trials": 0, "stopped_early": 0, "cut_by_budget": 0, "errored": 0, "diverged": 0,
-                "trial_epochs": 0}
+                "infeasible": 0, "trial_epochs": 0}
     n = Counter(trial_outcomes(results).values())
     per_trial = results.groupby("trial_id").agg(total=("time_total_s", "max"), train=("train_seconds_total", "max"))
     overheads = [float(r.total) - float(r.train) for r in per_trial.itertuples()
@@ -156,6 +163,7 @@ def trial_counts(results: Any) -> dict[str, Any]:
         "cut_by_budget": n[Outcome.CUT_AT_BUDGET],
         "errored": n[Outcome.FAILED],
         "diverged": n[Outcome.DIVERGED],
+        "infeasible": n[Outcome.INFEASIBLE],
         "trial_epochs": int(results[results["epoch"] > 0].shape[0]),
         "median_trial_overhead_s": statistics.median(overheads) if overheads else None,
         "median_trial_seconds": float(per_trial["total"].median()) if per_trial["total"].notna().any() else None,
@@ -219,9 +227,12 @@ def _trial_rows(t: TrialRecord) -> list[dict[str, Any]]:
     rows = dedupe_rows(t.rows)
     last = max((int(r.get("epoch") or 0) for r in rows), default=0)
     planned = max((int(r.get("epochs_planned") or 0) for r in rows), default=0)
-    outcome = classify(t.status, any(bool(r.get("diverged")) for r in rows), last, planned, t.cut_by_budget)
+    infeasible = any(bool(r.get(INFEASIBLE_KEY)) for r in rows)
+    outcome = classify(t.status, any(bool(r.get("diverged")) for r in rows), last, planned, t.cut_by_budget,
+                       infeasible)
     common = {"trial_id": t.trial_id, "status": t.status, "stopped_early": outcome is Outcome.STOPPED_EARLY,
-              CUT_KEY: outcome is Outcome.CUT_AT_BUDGET, "error": t.error,
+              CUT_KEY: outcome is Outcome.CUT_AT_BUDGET, INFEASIBLE_KEY: infeasible,
+              "error": t.error or next((r.get("error") for r in rows if r.get(INFEASIBLE_KEY)), None),
               "optuna_trial": t.config.get("optuna_trial")}
     if not rows:  # a trial that failed before its first epoch still gets a row
         return [{**common, "model": t.config.get(MODEL_KEY), "epoch": 0, "val_mse": math.nan, "diverged": False,
@@ -231,7 +242,7 @@ def _trial_rows(t: TrialRecord) -> list[dict[str, Any]]:
         diverged = bool(r.get("diverged", False))
         row = {**common, "model": r.get("model") or t.config.get(MODEL_KEY),
                "epoch": int(r.get("epoch") or r.get("training_iteration") or 0),
-               "val_mse": math.nan if diverged else as_finite(r.get("val_mse")),
+               "val_mse": math.nan if diverged or infeasible else as_finite(r.get("val_mse")),
                "objective": as_finite(r.get("val_mse")), "diverged": diverged}
         row.update({k: r.get(k) for k in ROW_COLUMNS if k not in row})
         row.update({k: r[k] for k in (*COST_COLUMNS, *PHASE_COLUMNS) if k in r})
@@ -289,9 +300,10 @@ def read_results(exp_dir: str | Path) -> Any:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["phase"] = df["phase"].fillna("search").astype(str) if "phase" in df else "search"
     df["train_samples"] = pd.to_numeric(df["train_samples"], errors="coerce") if "train_samples" in df else math.nan
-    if CUT_KEY not in df:
-        df[CUT_KEY] = False
-    for col in ("stopped_early", "diverged", CUT_KEY):
+    for col in (CUT_KEY, INFEASIBLE_KEY):  # older files lack them
+        if col not in df:
+            df[col] = False
+    for col in ("stopped_early", "diverged", CUT_KEY, INFEASIBLE_KEY):
         df[col] = df[col].fillna(False).astype(bool)
     df["status"] = df["status"].fillna("").astype(str).str.upper()
     return df
@@ -417,6 +429,7 @@ class SweepMeta:
     cut_by_budget: int | None = None  # trials --time-budget's hard limit ended short of their epochs
     errored: int | None = None
     diverged: int | None = None
+    infeasible: int | None = None  # trials refused before they started: their config cannot fit in memory
     trial_epochs: int | None = None
     median_trial_overhead_s: float | None = None
     median_trial_seconds: float | None = None

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -30,9 +31,11 @@ from mmtune._num import as_finite
 from mmtune.data.datasets import DataConfig
 from mmtune.errors import MMTuneError
 from mmtune.metrics.units import UNITS
+from mmtune.search import owner
 from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, get_sampler, get_scheduler
 from mmtune.search.budget import format_duration
 from mmtune.search.experiment import (
+    INFEASIBLE_KEY,
     SPACE_FILE,
     STUDY_FILE,
     SWEEP_FILE,
@@ -264,6 +267,7 @@ def _resumed(args: SweepArgs, storage: str, local_root: Path) -> tuple[SweepArgs
     if not (exp_dir / SWEEP_FILE).is_file() or not ta.can_restore(exp_path):
         raise MMTuneError(f"--resume: no resumable experiment {args.name!r} under {args.storage} "
                           f"(expected {exp_path} with Ray's experiment state and {SWEEP_FILE})")
+    owner.wait_until_free(exp_dir, say=_say)  # an earlier driver's workers may still be writing
     check_checkpoints(exp_dir)
     previous = read_sweep(exp_dir)
     keep = {k: v for k, v in previous.args.items() if k in {f.name for f in dataclasses.fields(SweepArgs)}}
@@ -404,8 +408,9 @@ def _search_budget(plan: SweepPlan, deadline: float | None) -> float | None:
     return max(1.0, left * (1.0 - plan.final_share))
 
 
-def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None) -> Any:
-    """Run (or resume) the trials on Ray within `budget_s`; the adapter's TuneOutcome."""
+def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None, driver: owner.Ident) -> Any:
+    """Run (or resume) the trials on Ray within `budget_s`, by `driver` (whose workers write only while
+    it owns the experiment); the adapter's TuneOutcome."""
     from mmtune.search import tune_adapter as ta
 
     a, eff = plan.args, meta.effective
@@ -419,7 +424,8 @@ def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None) -> Any
         # the run it has to beat, with less of the budget, and any config it finds better replaces it.
         first=plan.space.default_params() if plan.final_share > 0 and not a.resume else None,
     )
-    spec = ta.RunSpec(space=plan.space, train_overrides=plan.train_overrides, cpus_per_trial=a.cpus_per_trial)
+    spec = ta.RunSpec(space=plan.space, train_overrides=plan.train_overrides, cpus_per_trial=a.cpus_per_trial,
+                      gpus_per_trial=a.gpus_per_trial, exp_dir=str(plan.exp_dir), driver=driver)
     extras = (f", objective {a.objective}"
               + (f", time budget {format_duration(plan.budget_s)} in all, {budget_s:.0f}s of it to search"
                  if plan.budget_s and budget_s else "")
@@ -438,11 +444,12 @@ def _model_of(trial: TrialRecord, space: SearchSpace) -> str:
 
 
 def best_per_model(trials: list[TrialRecord], space: SearchSpace) -> dict[str, tuple[TrialRecord, dict[str, Any]]]:
-    """Per model: (trial, row) of the lowest val MSE over all epochs of all non-diverged rows."""
+    """Per model: (trial, row) of the lowest val MSE over all epochs of all rows that trained (not
+    diverged, not infeasible)."""
     best: dict[str, tuple[TrialRecord, dict[str, Any]]] = {}
     for t in trials:
         for r in dedupe_rows(t.rows):
-            if r.get("diverged"):
+            if r.get("diverged") or r.get(INFEASIBLE_KEY):
                 continue
             v = as_finite(r.get("val_mse"))
             if math.isnan(v):
@@ -601,29 +608,32 @@ def run_sweep(args: SweepArgs) -> SweepResult:
     from mmtune.search import tune_adapter as ta
 
     cluster = ta.connect(plan.args.address)
-    try:
-        meta = _start(plan, cluster, fit_cluster(plan, cluster), t_start)
-        outcome = _run_trials(plan, meta, _search_budget(plan, deadline))
-    finally:
-        ta.shutdown()  # the final phase and the test split run in this process, on every CPU
-    t_tuned = time.time()
-    trials, final = list(outcome.trials), None
-    if plan.final_share > 0 and deadline is not None and not outcome.interrupted:
-        trials, final = _final_phase(plan, trials, deadline)
-    return _conclude(plan, meta, outcome, trials, t_start, t_tuned, final)
+    with contextlib.ExitStack() as stack:
+        try:
+            driver = stack.enter_context(owner.hold(plan.exp_dir))  # one driver at a time (owner.py)
+            meta = _start(plan, cluster, fit_cluster(plan, cluster), t_start)
+            outcome = _run_trials(plan, meta, _search_budget(plan, deadline), driver)
+        finally:
+            ta.shutdown()  # the final phase and the test split run in this process, on every CPU
+        t_tuned = time.time()
+        trials, final = list(outcome.trials), None
+        if plan.final_share > 0 and deadline is not None and not outcome.interrupted:
+            trials, final = _final_phase(plan, trials, deadline)
+        return _conclude(plan, meta, outcome, trials, t_start, t_tuned, final)
 
 
 def _run_no_search(plan: SweepPlan, t_start: float, deadline: float) -> SweepResult:
     """--no-search: the space's default config trained from scratch for the whole budget (no Ray)."""
     threads = cpu_threads()
     cluster = ClusterInfo(None, float(threads), 0.0, 1, float(threads), 0.0)
-    meta = _start(plan, cluster, 1, t_start)
-    start = FinalStart(plan.space.default_params())
-    t0 = time.time()
-    record = run_final(plan.space, plan.train_overrides, start, deadline, REPORT_S, plan.exp_dir, threads)
-    final = _final_record(plan, start, record, t0, threads, REPORT_S)
-    outcome = _NoTrials(trials=[record] if record else [], fit_seconds=0.0)
-    return _conclude(plan, meta, outcome, list(outcome.trials), t_start, time.time(), final)
+    with owner.hold(plan.exp_dir):
+        meta = _start(plan, cluster, 1, t_start)
+        start = FinalStart(plan.space.default_params())
+        t0 = time.time()
+        record = run_final(plan.space, plan.train_overrides, start, deadline, REPORT_S, plan.exp_dir, threads)
+        final = _final_record(plan, start, record, t0, threads, REPORT_S)
+        outcome = _NoTrials(trials=[record] if record else [], fit_seconds=0.0)
+        return _conclude(plan, meta, outcome, list(outcome.trials), t_start, time.time(), final)
 
 
 @dataclass
@@ -723,6 +733,7 @@ def _build_report(exp_dir: Path) -> None:
 
 def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
     cut = f"{meta.cut_by_budget} cut at the time budget, " if meta.cut_by_budget else ""
+    cut += f"{meta.infeasible} infeasible (too big for memory), " if meta.infeasible else ""
     print(f"sweep {meta.status}: {meta.num_trials} trials ({meta.stopped_early} stopped early, {cut}"
           f"{meta.errored} errored, {meta.diverged} diverged) in {meta.wall_seconds or 0:.0f}s -> {exp_dir}")
     for model, entry in sorted(found.best_configs.items()):

@@ -8,6 +8,7 @@ what a trial reports each epoch is built by `mmtune.search.trial_log.TrialLog`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -31,11 +32,13 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from mmtune.errors import MMTuneError
+from mmtune.search import owner
 from mmtune.search.algorithms import get_sampler, get_scheduler
 from mmtune.search.budget import BudgetPolicy
 from mmtune.search.experiment import (
     CUT_KEY,
     FLOPS,
+    INFEASIBLE_KEY,
     CheckpointRef,
     ClusterInfo,
     Outcome,
@@ -43,9 +46,11 @@ from mmtune.search.experiment import (
     classify,
     is_uri,
 )
+from mmtune.search.owner import Ident
 from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
-from mmtune.search.trial_log import METRIC, TB_DIR, TrialLog
+from mmtune.search.trial_log import DIVERGED_VAL_MSE, METRIC, TB_DIR, TrialLog
 from mmtune.search.warm_start import WarmStart, seed_study
+from mmtune.training.memory import does_not_fit
 
 MODE = "min"
 STATE_FILE = "state.pt"  # inside each Ray checkpoint directory, written by Trainer.save (sha256 beside it)
@@ -64,6 +69,13 @@ class RunSpec:
     train_overrides: dict[str, Any]  # epochs, seed, device
     cpus_per_trial: float = 1.0
     image_every: int = 2  # a predicted-frames image in TensorBoard every this many epochs
+    gpus_per_trial: float = 0.0  # what a trial's memory is measured against (training/memory.py)
+    exp_dir: str | None = None  # the experiment directory the driver owns (owner.py), as the driver sees it
+    driver: Ident | None = None  # the driver that started the trial: a worker writes only while it owns exp_dir
+
+
+class _Orphaned(Exception):
+    """The driver that started this trial no longer owns the experiment: stop without writing."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,28 @@ class TuneOutcome:
 
 
 def train_fn(config: dict[str, Any], run: RunSpec) -> None:
-    """One trial: build its Trainer, resume from Tune's checkpoint, report once per epoch."""
+    """One trial: build its Trainer, resume from Tune's checkpoint, report once per epoch; with a
+    lease on the experiment, and nothing written once its driver no longer owns it (owner.py)."""
+    with contextlib.ExitStack() as stack:
+        if run.driver is not None and run.exp_dir is not None:
+            stack.enter_context(owner.lease(Path(run.exp_dir), run.driver))
+        try:
+            _train(config, run)
+        except _Orphaned:
+            return
+
+
+def _train(config: dict[str, Any], run: RunSpec) -> None:
     from mmtune.training.loop import Trainer
 
     _quiet(run.cpus_per_trial)
     trial = run.space.trial_config(config, run.train_overrides)
+    if (why := does_not_fit(trial, run.cpus_per_trial, run.gpus_per_trial)) is not None:
+        # Refused before it starts: one row that says why, and Optuna told the worst value, so that
+        # TPE learns the region (RecordingOptunaSearch marks the trial infeasible).
+        tune.report({METRIC: DIVERGED_VAL_MSE, "epoch": 0, "epochs_planned": trial.train.epochs, "model": trial.model,
+                     INFEASIBLE_KEY: True, "diverged": False, "error": why})
+        return
     trainer, note, ctx = Trainer(trial, progress=False), "", tune.get_context()
     if (ckpt := tune.get_checkpoint()) is not None:  # another config's fails the trial; an unreadable one fails over
         trainer, note = resume_or_fail_over(trainer, ckpt, lambda: Trainer(trial, progress=False),
@@ -119,6 +148,8 @@ def train_fn(config: dict[str, Any], run: RunSpec) -> None:
     log = TrialLog(trial, os.path.join(ctx.get_trial_dir(), TB_DIR), _node(), trainer.epoch, note, run.image_every)
 
     def on_epoch(result: Any, tr: Any) -> None:
+        if run.driver is not None and run.exp_dir is not None and not owner.owned_by(Path(run.exp_dir), run.driver):
+            raise _Orphaned  # its driver is gone (or another owns the experiment): write nothing more
         metrics = log.epoch(result, tr)
         if metrics["diverged"]:  # no checkpoint: the weights are NaN, and the best/last ones stay kept
             tune.report(metrics)
@@ -285,11 +316,14 @@ class RecordingOptunaSearch(OptunaSearch):
             self._record(trial_id, result)
             epoch = int(result.get("epoch", result.get("training_iteration", 0)))
             outcome = classify("ERROR" if error else "TERMINATED", bool(result.get("diverged", False)), epoch,
-                               int(result.get("epochs_planned", epoch)), bool(result.get(CUT_KEY, False)))
+                               int(result.get("epochs_planned", epoch)), bool(result.get(CUT_KEY, False)),
+                               bool(result.get(INFEASIBLE_KEY, False)))
             ot.set_user_attr("value_epoch", epoch)  # the epoch whose val_mse Optuna is told
             ot.set_user_attr("diverged", outcome is Outcome.DIVERGED)
             ot.set_user_attr("stopped_early", outcome is Outcome.STOPPED_EARLY)
             ot.set_user_attr(CUT_KEY, outcome is Outcome.CUT_AT_BUDGET)
+            if result.get(INFEASIBLE_KEY):
+                ot.set_user_attr(INFEASIBLE_KEY, str(result.get("error")))
 
 
 class BudgetLimiter(ConcurrencyLimiter):

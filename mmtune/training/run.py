@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from mmtune.metrics.units import UNITS
 from mmtune.strips import save_strip
 from mmtune.training.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
-from mmtune.training.loop import Trainer
+from mmtune.training.loop import Trainer, resolve_device
+from mmtune.training.memory import does_not_fit
 from mmtune.training.protocols import protocol_record
 
 # Every file train_one writes into its folder: an --out that holds one holds another run's results.
@@ -49,6 +51,9 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     # A missing RAFT weights file (offline) or a flow that does not fit the data is one line before
     # anything is printed or written, not an error after the first split was loaded.
     check_estimator(trial.train.flow, trial.data)
+    gpus = 1.0 if resolve_device(trial.train.device).type == "cuda" else 0.0
+    if (why := does_not_fit(trial, cpus=float(os.cpu_count() or 1), gpus=gpus)) is not None:
+        raise MMTuneError(f"{why}; use a smaller model or batch size")
     if trial.data.test_file:  # a wrong shape or dtype is found now, not after training
         load_standard_file(trial.data.test_file)
     state = None

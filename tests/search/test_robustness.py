@@ -648,3 +648,44 @@ def test_truncated_checkpoint_mid_sweep_fails_the_trial_over_and_the_others_carr
     assert (per_trial["epochs"] == 5).all() and (per_trial["n"] == 5).all(), per_trial  # every epoch once
     other = next(d for d in exp.glob("trial_*") if d != victim)
     assert not any(r.get("resume_note") for r in _rows(other))  # the other trial carried on untouched
+
+
+# One choice of `hidden` fits in a few MiB, the other needs about 50 TiB.
+INFEASIBLE_SPACE = """
+model: simple_lstm
+shared: {batch_size: 4, epochs: 1}
+models:
+  simple_lstm: {preset: small, hidden: {type: categorical, choices: [16, 900000]}}
+data: {train_size: 8, val_size: 4, test_size: 4}
+"""
+
+
+@RAY_SWEEP
+def test_a_config_that_cannot_fit_is_marked_infeasible_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    import optuna
+
+    space = tmp_path / "infeasible.yaml"
+    space.write_text(INFEASIBLE_SPACE)
+    r = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--space", str(space), "--samples", "4",
+                        "--sampler", "random", "--seed", "1", "--storage", str(tmp_path / "exp"), "--name", "inf",
+                        "--no-report", "--verbose", "0"], capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "can't allocate" not in r.stderr, r.stderr[-3000:]
+    exp = tmp_path / "exp" / "inf"
+    df = pd.read_parquet(exp / "results.parquet")
+    hidden = df.groupby("trial_id")["config/simple_lstm.hidden"].first()
+    infeasible = df.groupby("trial_id")["infeasible"].any()
+    assert set(hidden) == {16, 900000}, hidden  # the seed samples both
+    assert (infeasible == (hidden == 900000)).all()
+    why = df.loc[df["infeasible"], "error"]
+    assert why.str.contains("simple_lstm needs about").all() and why.str.contains("GiB a trial has").all()
+    assert df.loc[df["infeasible"], "val_mse"].isna().all() and df.loc[~df["infeasible"], "val_mse"].notna().all()
+    meta = json.loads((exp / "sweep.json").read_text())
+    assert meta["infeasible"] == int(infeasible.sum()) and meta["errored"] == 0
+    assert f"{meta['infeasible']} infeasible (too big for memory)" in r.stdout
+    best = json.loads((exp / "best_configs.json").read_text())
+    assert best["simple_lstm"]["params"]["simple_lstm.hidden"] == 16  # the sweep went on, and found a feasible one
+    # Optuna was told: the infeasible trials are complete with the worst value, and say why.
+    trials = optuna.load_study(study_name="inf", storage=f"sqlite:///{exp / 'study.db'}").trials
+    told = [t for t in trials if t.params.get("simple_lstm.hidden") == 900000]
+    assert told and all(t.value == 1.0e9 and "needs about" in t.user_attrs["infeasible"] for t in told)

@@ -16,6 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from mmtune.search import owner
 from mmtune.search.sweep import SweepArgs, run_sweep
 
 pytestmark = pytest.mark.xdist_group("ray")  # make test's workers run the Ray sweeps one at a time
@@ -142,6 +143,7 @@ def test_killed_sweep_resumes_without_rerunning_completed_trials(tiny_space: Pat
         time.sleep(5)  # Ray saves its experiment state every 2 s (TUNE_GLOBAL_CHECKPOINT_S)
         proc.send_signal(signal.SIGKILL)  # a real crash of the driver: no clean-up of any kind
         proc.wait(timeout=30)
+        t_kill = time.time()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -149,6 +151,14 @@ def test_killed_sweep_resumes_without_rerunning_completed_trials(tiny_space: Pat
             os.killpg(proc.pid, signal.SIGKILL)  # the local Ray this driver started, if it outlived it
         except ProcessLookupError:
             pass
+    # Workers the crash orphaned stop at their next epoch end, writing nothing more (owner.py).
+    wait_end = time.time() + 120
+    while owner.holders(exp) and time.time() < wait_end:
+        time.sleep(0.5)
+    assert not owner.holders(exp), owner.holders(exp)
+    late = [p for p in exp.rglob("*") if p.is_file() and p.stat().st_mtime > t_kill + 0.5
+            and owner.WRITERS_DIR not in p.parts]
+    assert late == [], f"written after the driver was killed: {late}"
     meta = json.loads((exp / "sweep.json").read_text())
     assert meta["status"] == "running"  # the crash left it unfinished
     study_db = f"sqlite:///{exp / 'study.db'}"
