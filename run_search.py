@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from mmtune.report.cli import report_after_sweep
 from mmtune.search.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(after=report_after_sweep))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -120,9 +121,10 @@ def subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """The `add_parser` functions of every subcommand: train, search, report, bench."""
     from mmtune.bench.cli import add_parser as add_bench
     from mmtune.report.cli import add_parser as add_report
+    from mmtune.report.cli import report_after_sweep
     from mmtune.search.cli import add_parser as add_search
 
-    return [add_train_parser, add_search, add_report, add_bench]
+    return [add_train_parser, functools.partial(add_search, after=report_after_sweep), add_report, add_bench]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,3 +29,15 @@ def run_report(args: argparse.Namespace) -> int:
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB in {time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def report_after_sweep(exp_dir: Path) -> None:
+    """A finished sweep's report.html (what `mmtune search` and run_search.py do after the sweep); a
+    report that fails is a warning, since the sweep's results are written."""
+    from mmtune.report.build import build_report
+
+    try:
+        path = build_report(exp_dir)
+        print(f"report: {path}", file=sys.stderr)
+    except Exception as exc:  # the sweep's results are written; a report bug must not hide them
+        print(f"mmtune search: warning: the report failed ({type(exc).__name__}: {exc})", file=sys.stderr)

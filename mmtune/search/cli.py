@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS, help_text
-from mmtune.search.sweep import (
+from mmtune.search.plan import (
     DEFAULT_OBJECTIVE,
     DEFAULT_SAMPLES,
     DEFAULT_SPACE,
@@ -104,13 +107,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Ray's console output: 0 quiet, 1 progress table, 2 every result (default 1)")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `mmtune search` with the `mmtune` CLI."""
+def add_parser(sub: argparse._SubParsersAction, after: Callable[[Path], None] | None = None) -> None:
+    """Register `mmtune search` with the `mmtune` CLI; `after(exp_dir)` runs once a sweep is written."""
     p = sub.add_parser("search", help=HELP, description=HELP, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.error = _one_line_error(p)  # type: ignore[method-assign]
     add_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=functools.partial(run, after=after))
 
 
 def args_from_namespace(ns: argparse.Namespace) -> SweepArgs:
@@ -119,15 +122,22 @@ def args_from_namespace(ns: argparse.Namespace) -> SweepArgs:
     return SweepArgs(**fields)
 
 
-def run(ns: argparse.Namespace) -> int:
-    """Run the sweep; 0 when it completed, 3 when it was interrupted."""
+def run(ns: argparse.Namespace, after: Callable[[Path], None] | None = None) -> int:
+    """Run the sweep, then `after(exp_dir)` (the report, given by the command above: search does not
+    import report) unless --no-report; 0 when it completed, 3 when it was interrupted."""
     from mmtune.search.sweep import run_sweep
 
-    result = run_sweep(args_from_namespace(ns))
+    args = args_from_namespace(ns)
+    result = run_sweep(args)
+    if args.report and after is not None:
+        after(result.exp_dir)
     return 0 if result.status == "completed" else 3
 
 
-def main(argv: list[str] | None = None, prog: str = "run_search.py") -> int:
+
+
+def main(argv: list[str] | None = None, prog: str = "run_search.py",
+         after: Callable[[Path], None] | None = None) -> int:
     """`python run_search.py ...`: the same as `mmtune search ...`."""
     from mmtune.errors import MMTuneError
 
@@ -137,7 +147,7 @@ def main(argv: list[str] | None = None, prog: str = "run_search.py") -> int:
     add_arguments(parser)
     ns = parser.parse_args(argv)
     try:
-        return run(ns)
+        return run(ns, after)
     except MMTuneError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

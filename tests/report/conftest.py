@@ -48,8 +48,8 @@ from mmtune.search.experiment import (
     write_sweep,
     write_test_metrics,
 )
+from mmtune.search.plan import SweepArgs
 from mmtune.search.spaces import parse_space
-from mmtune.search.sweep import SweepArgs
 from mmtune.search.trial_log import DIVERGED_VAL_MSE
 
 NAN = math.nan

@@ -36,9 +36,14 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def test_sweep_writes_its_report(real_sweep):
+    """run_search.py builds the report after the sweep (search does not import report: the CLI
+    hands it `report_after_sweep`), names it on stderr, and the page shows each family's best."""
     exp, stderr = real_sweep
     assert "the report failed" not in stderr
-    assert (exp / "report.html").exists()
+    assert f"report: {exp / 'report.html'}" in stderr
+    html = (exp / "report.html").read_text()
+    for model, entry in json.loads((exp / "best_configs.json").read_text()).items():
+        assert model in html and entry["trial_id"] in html
 
 
 def test_report_of_a_real_sweep(real_sweep, tmp_path, check_html, render):

@@ -31,9 +31,15 @@ def test_help_names_every_default() -> None:
 
 
 def test_mmtune_search_is_the_same_entry() -> None:
-    out = subprocess.run([sys.executable, "-m", "mmtune.cli", "search", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120).stdout
-    assert "--reduction-factor" in out and "default ./experiments" in out
+    """`mmtune search` and run_search.py take the same flags, with the same help and defaults."""
+    def options(cmd: list[str]) -> str:
+        out = subprocess.run([sys.executable, *cmd, "--help"], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout[out.stdout.index("options:"):out.stdout.index("examples:")]
+
+    search, script = options(["-m", "mmtune.cli", "search"]), options(["run_search.py"])
+    assert search == script and "--reduction-factor" in search and "default ./experiments" in search
 
 
 # (args, expected, whether the command gets as far as mmtune's own checks): those that do must not

@@ -14,8 +14,9 @@ import torch
 
 from mmtune.search.experiment import CheckpointRef, TrialRecord, read_results
 from mmtune.search.final import FINAL_TRIAL_ID, FinalStart, reserve_for_test_s, run_final
+from mmtune.search.plan import SweepArgs
 from mmtune.search.spaces import load_space, parse_space
-from mmtune.search.sweep import SweepArgs, run_sweep
+from mmtune.search.sweep import run_sweep
 from mmtune.training.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from mmtune.search.evaluate import best_per_model
 from mmtune.search.experiment import (
     CUT_KEY,
     CheckpointRef,
@@ -16,7 +17,6 @@ from mmtune.search.experiment import (
     write_results,
 )
 from mmtune.search.spaces import parse_space
-from mmtune.search.sweep import best_per_model
 from mmtune.search.trial_log import DIVERGED_VAL_MSE
 
 SPACE = parse_space({"model": {"choices": ["simple_lstm", "conv_tau"]},

@@ -23,7 +23,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mmtune.search.sweep import SweepArgs, run_sweep
+from mmtune.report.cli import report_after_sweep
+from mmtune.search.plan import SweepArgs
+from mmtune.search.sweep import run_sweep
 from mmtune.search.tune_adapter import KEEP_CHECKPOINTS
 
 # `make test` runs on 2 workers (pytest-xdist, --dist loadgroup): the tests that run a Ray sweep share
@@ -317,6 +319,7 @@ def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
                                  storage=str(tmp_path), name="div", seed=0, report=True, verbose=0))
     assert result.status == "completed"  # the sweep carried on past the NaN
     exp = result.exp_dir
+    report_after_sweep(exp)  # what the CLI does after the sweep
     df = pd.read_parquet(exp / "results.parquet")
     assert df["trial_id"].nunique() == 4 and not df.duplicated(["trial_id", "epoch"]).any()
     per_trial = df.groupby("trial_id").agg(model=("model", "first"), diverged=("diverged", "any"),

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from mmtune.search import owner
-from mmtune.search.sweep import SweepArgs, run_sweep
+from mmtune.search.plan import SweepArgs
+from mmtune.search.sweep import run_sweep
 
 pytestmark = pytest.mark.xdist_group("ray")  # make test's workers run the Ray sweeps one at a time
 

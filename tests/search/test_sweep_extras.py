@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from mmtune.search.experiment import CUT_KEY
-from mmtune.search.sweep import SweepArgs, run_sweep
+from mmtune.search.plan import SweepArgs
+from mmtune.search.sweep import run_sweep
 from mmtune.search.warm_start import WARM_ATTR
 
 pytestmark = pytest.mark.xdist_group("ray")  # make test's workers run the Ray sweeps one at a time

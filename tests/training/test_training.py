@@ -159,11 +159,13 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
         trainer.resume(path)
 
 
-def test_device_detection():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(MMTuneError, match="no CUDA GPU"):
+@pytest.mark.parametrize("cuda", [True, False])
+def test_auto_picks_cuda_before_cpu_and_cuda_without_a_gpu_is_one_line(monkeypatch, cuda: bool):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_device("auto") == torch.device("cuda" if cuda else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not cuda:
+        with pytest.raises(MMTuneError, match="no CUDA GPU is visible; use --device cpu"):
             resolve_device("cuda")
 
 
