@@ -28,6 +28,7 @@ EPILOG = """examples:
   run_search.py --time-budget 10m --no-search              # the space's default config alone, for the same time
   run_search.py --objective mse+flops --scheduler fifo     # the MSE/FLOPs Pareto front (multi-objective)
   run_search.py --warm-start experiments/sweep-20260101-120000-ab12   # its best configs run first
+  run_search.py --tracker mlflow --tracker wandb           # also log the trials to MLflow and W&B (offline)
 """
 
 
@@ -98,10 +99,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start-top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
                    help=f"how many of --warm-start's best configs run first (default {DEFAULT_TOP_K})")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
+    add_tracker_argument(p, "sweep", "each trial a run, the sweep a parent run holding its files")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the HTML report at the end (default: write it when mmtune.report exists)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="Ray's console output: 0 quiet, 1 progress table, 2 every result (default 1)")
+
+
+def add_tracker_argument(p: argparse.ArgumentParser, what: str, how: str) -> None:
+    """`--tracker NAME[=VALUE]` (repeatable), shared by `mmtune search`, `train` and `report`."""
+    p.add_argument("--tracker", action="append", default=[], metavar="mlflow[=URI]|wandb[=PROJECT]",
+                   help=f"also log the {what} to MLflow or Weights & Biases ({how}), from the files it writes, "
+                        f"once it ends; repeatable. mlflow: a tracking URI or a SQLite file path (default: "
+                        f"mlflow.db in the {what}'s folder, open it with mlflow ui --backend-store-uri "
+                        f"sqlite:///PATH); wandb: offline runs in the folder's wandb/ (wandb sync uploads "
+                        f"them), in PROJECT (default mmtune). Each needs its extra: pip install "
+                        f"'mmtune[mlflow]' or 'mmtune[wandb]' (default: none, TensorBoard only)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -120,10 +133,20 @@ def args_from_namespace(ns: argparse.Namespace) -> SweepArgs:
 
 
 def run(ns: argparse.Namespace) -> int:
-    """Run the sweep; 0 when it completed, 3 when it was interrupted."""
+    """Run the sweep, then log it to the --tracker's; 0 when it completed, 3 when it was interrupted."""
     from mmtune.search.sweep import run_sweep
 
+    trackers: list[Any] = []
+    if getattr(ns, "tracker", None):  # an unknown tracker, or one whose extra is missing: one line, nothing run
+        from mmtune.report.trackers import parse_trackers
+
+        trackers = parse_trackers(ns.tracker)
     result = run_sweep(args_from_namespace(ns))
+    if trackers:
+        from mmtune.report.trackers import log_to, sweep_log
+
+        for line in log_to(trackers, sweep_log(result.exp_dir)):
+            print(line, file=sys.stderr)
     return 0 if result.status == "completed" else 3
 
 
