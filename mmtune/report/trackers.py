@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -337,6 +338,7 @@ def _log_mlflow(tracker: Tracker, log: ExperimentLog) -> str:
     from mlflow.tracking import MlflowClient
 
     uri = mlflow_uri(tracker.value, log.source)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its "Creating initial MLflow database tables"
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(log.name)
     if exp is None:
@@ -398,8 +400,9 @@ def _log_wandb(tracker: Tracker, log: ExperimentLog) -> str:
 
     mode = os.environ.get("WANDB_MODE") or "offline"
     project = tracker.value or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT
+    # No system-metrics sampling, console capture, code, git or pip-freeze: the runs hold what mmtune measured.
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
-                              disable_git=True)
+                              disable_git=True, x_save_requirements=False)
     runs = ([log.parent] if log.parent else []) + log.runs
     for run in runs:
         job = "sweep" if run is log.parent else ("trial" if log.kind == "sweep" else "train")

@@ -99,7 +99,7 @@ def test_sweep_to_mlflow(tracked_sweep: tuple[Path, str]) -> None:
         assert run.data.tags["model"] == "simple_lstm" and run.data.tags["outcome"] == outcomes[tid].value
         assert run.data.tags["node"] == g["hostname"].iloc[0]
         params = _trial_params(g)
-        assert set(run.data.params) == set(params) >= {"lr", "simple_lstm.hidden", "model"}
+        assert set(run.data.params) == set(params) == {"lr", "simple_lstm.hidden"}
         assert float(run.data.params["lr"]) == params["lr"]
         assert int(run.data.params["simple_lstm.hidden"]) == params["simple_lstm.hidden"]
         for key in ("val_mse", "val_mse_pixel255", "train_loss", "val_ssim"):
@@ -127,25 +127,43 @@ def test_sweep_to_mlflow(tracked_sweep: tuple[Path, str]) -> None:
     # Logged again (`mmtune report --tracker`): the sweep's runs are replaced, not doubled.
     from mmtune.cli import main
 
-    assert main(["report", str(exp), "--tracker", "mlflow"]) == 0
+    assert main(["report", str(exp), "--out", str(exp.parent / "again.html"), "--tracker", "mlflow"]) == 0
     again = client.search_runs([experiment.experiment_id])
     assert len(again) == len(runs) and not {r.info.run_id for r in again} & {r.info.run_id for r in runs}
 
 
+def _wandb_records(path: Path) -> list[bytes]:
+    """The records of a .wandb transaction log: W&B's header, then LevelDB's log format (32 KiB blocks of
+    chunks, each a 7-byte header: crc32c, little-endian length, type FULL=1 FIRST=2 MIDDLE=3 LAST=4)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    block, pos, out, buf = 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is zero padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            out.append(buf)
+            buf = b""
+        elif kind not in (2, 3):
+            assert length == 0, (pos, kind)  # zero padding at the end of a block
+    return out
+
+
 def _read_offline_run(run_dir: Path) -> dict:
-    """One offline W&B run, from its run-ID.wandb transaction log (what `wandb sync` uploads), with W&B's reader."""
+    """One offline W&B run, read from its run-ID.wandb file (what `wandb sync` uploads) with W&B's own protobuf schema."""
     from wandb.proto import wandb_internal_pb2
-    from wandb.sdk.internal import datastore
 
     (path,) = run_dir.glob("run-*.wandb")
-    ds = datastore.DataStore()
-    ds.open_for_scan(str(path))
     run: dict = {"dir": run_dir, "config": {}, "history": [], "summary": {}, "files": set(), "tags": []}
 
     def items(records) -> dict:
         return {r.key or "/".join(r.nested_key): json.loads(r.value_json) for r in records}
 
-    while (data := ds.scan_data()) is not None:
+    for data in _wandb_records(path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
