@@ -354,7 +354,7 @@ def _log_mlflow(tracker: Tracker, log: ExperimentLog) -> str:
         tags = {**run.tags, SOURCE_TAG: str(log.source), **({"mlflow.parentRunId": parent_id} if parent_id else {})}
         created = client.create_run(exp_id, start_time=_ms(run.started), tags=tags, run_name=run.name)
         run_id = created.info.run_id
-        now = _ms(time.time())
+        now = int(time.time() * 1000)
         metrics = [Metric(k, v, _ms(s.timestamp) or now, s.step) for s in run.steps for k, v in s.metrics.items()]
         metrics += [Metric(k, v, now, 0) for k, v in run.summary.items()]
         params = [Param(k, str(v)[:500]) for k, v in run.params.items()]
@@ -398,7 +398,7 @@ def _log_wandb(tracker: Tracker, log: ExperimentLog) -> str:
     """Offline W&B runs (WANDB_MODE, when set, wins) under `source`/wandb; `wandb sync` uploads them."""
     import wandb
 
-    mode = os.environ.get("WANDB_MODE") or "offline"
+    mode: Any = os.environ.get("WANDB_MODE") or "offline"  # W&B checks the value
     project = tracker.value or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT
     # No system-metrics sampling, console capture, code, git or pip-freeze: the runs hold what mmtune measured.
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False,
@@ -409,7 +409,7 @@ def _log_wandb(tracker: Tracker, log: ExperimentLog) -> str:
         config = {**run.params, "mmtune": {**run.tags, "source": str(log.source)}}
         w = wandb.init(project=project, group=log.name, job_type=job, name=run.name, config=config,
                        tags=[f"{k}:{run.tags[k]}"[:64] for k in ("model", "outcome", "node") if k in run.tags],
-                       dir=str(log.source), mode=mode, settings=settings, reinit="create_new")
+                       dir=str(log.source), mode=mode, settings=settings)
         try:
             for s in run.steps:
                 w.log({**s.metrics, "epoch": s.step}, step=s.step)

@@ -132,6 +132,31 @@ def test_sweep_to_mlflow(tracked_sweep: tuple[Path, str]) -> None:
     assert len(again) == len(runs) and not {r.info.run_id for r in again} & {r.info.run_id for r in runs}
 
 
+@pytest.mark.xdist_group("ray")
+def test_outcomes_reach_the_tags(tracked_sweep: tuple[Path, str], tmp_path: Path) -> None:
+    """A copy of the sweep whose results say one trial failed and one was stopped after epoch 1, logged
+    with `mmtune report --tracker`: each outcome is its run's tag, a failure also MLflow's status."""
+    import shutil
+
+    from mmtune.cli import main
+
+    exp, _ = tracked_sweep
+    copy = tmp_path / "tracked"
+    shutil.copytree(exp, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", "wandb"))
+    df = pd.read_parquet(copy / "results.parquet")
+    failed, stopped = sorted(df["trial_id"].unique())
+    df.loc[df["trial_id"] == failed, ["status", "error"]] = ["ERROR", "RuntimeError: boom"]
+    df = df[~((df["trial_id"] == stopped) & (df["epoch"] == 2))]
+    df.to_parquet(copy / "results.parquet", index=False)
+    assert main(["report", str(copy), "--out", str(tmp_path / "r.html"), "--tracker", "mlflow"]) == 0
+    client = _client(f"sqlite:///{copy / 'mlflow.db'}")
+    runs = {r.data.tags.get("trial_id"): r for r in client.search_runs([client.get_experiment_by_name("tracked").experiment_id])}
+    assert runs[failed].data.tags["outcome"] == "failed" and runs[failed].info.status == "FAILED"
+    assert runs[failed].data.tags["error"] == "RuntimeError: boom"
+    assert runs[stopped].data.tags["outcome"] == "stopped_early" and runs[stopped].info.status == "FINISHED"
+    assert [s for s, _ in _history(client, runs[stopped].info.run_id, "val_mse")] == [1]
+
+
 def _wandb_records(path: Path) -> list[bytes]:
     """The records of a .wandb transaction log: W&B's header, then LevelDB's log format (32 KiB blocks of
     chunks, each a 7-byte header: crc32c, little-endian length, type FULL=1 FIRST=2 MIDDLE=3 LAST=4)."""
