@@ -315,11 +315,10 @@ def log_to(trackers: list[Tracker], log: ExperimentLog) -> list[str]:
         except MMTuneError:
             raise
         except Exception as exc:  # the results are on disk: say so, and how to log them again
-            again = (f"mmtune report {log.source} --tracker {t.name}" if log.kind == "sweep"
-                     else "mmtune train ... with another --out")
-            raise MMTuneError(f"--tracker {t.name}: logging {log.source} failed ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}); its files are written; "
-                              f"log them again with: {again}") from None
+            flag = f"--tracker {t.name}" + (f"={t.value}" if t.value else "")
+            again = (f"; log them again with: mmtune report {log.source} {flag}" if log.kind == "sweep" else "")
+            raise MMTuneError(f"{flag}: logging {log.source} failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); its files are written{again}") from None
     return lines
 
 
