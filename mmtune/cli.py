@@ -64,6 +64,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="replace the results of an earlier run in --out (default off: an --out holding "
                         "test_metrics.json, history.json, last.pt, best.pt or strip.png is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from mmtune.search.cli import add_tracker_argument
+
+    add_tracker_argument(p, "run", "its config, every epoch's metrics, its test metrics and files")
     p.set_defaults(func=run_train)
 
 
@@ -72,6 +75,11 @@ def run_train(args: argparse.Namespace) -> int:
     from mmtune.training.protocols import get_protocol
     from mmtune.training.run import train_one
 
+    trackers: list[Any] = []
+    if args.tracker:  # an unknown tracker, or one whose extra is missing: one line before anything is trained
+        from mmtune.report.trackers import parse_trackers
+
+        trackers = parse_trackers(args.tracker)
     protocol = get_protocol(args.protocol) if args.protocol else None
     train: dict[str, Any] = {"seed": args.seed, "device": args.device, "fast": not args.no_fast,
                              **(protocol.train if protocol else {})}
@@ -114,6 +122,11 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         print(f"{args.model}: {summary['status']}: {summary['message']}")
     print(f"wrote {out}/test_metrics.json")
+    if trackers:
+        from mmtune.report.trackers import log_to, train_log
+
+        for line in log_to(trackers, train_log(out)):
+            print(line, file=sys.stderr)
     return 0 if summary["status"] == "completed" else 3
 
 
@@ -121,10 +134,10 @@ def subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """The `add_parser` functions of every subcommand: train, search, report, bench."""
     from mmtune.bench.cli import add_parser as add_bench
     from mmtune.report.cli import add_parser as add_report
-    from mmtune.report.cli import report_after_sweep
+    from mmtune.report.cli import after_sweep
     from mmtune.search.cli import add_parser as add_search
 
-    return [add_train_parser, functools.partial(add_search, after=report_after_sweep), add_report, add_bench]
+    return [add_train_parser, functools.partial(add_search, after=after_sweep), add_report, add_bench]
 
 
 def main(argv: list[str] | None = None) -> int:

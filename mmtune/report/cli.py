@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +19,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beside", action="append", default=[], metavar="DIR",
                    help="another experiment directory whose best-val-MSE-so-far curve is drawn beside this "
                         "sweep's, e.g. the --no-search run or random search at the same budget (repeatable)")
+    from mmtune.search.cli import add_tracker_argument
+
+    add_tracker_argument(p, "sweep", "each trial a run, the sweep a parent run holding its files; a sweep "
+                                     "logged before is replaced in MLflow")
     p.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Build the report and print its path."""
+    """Build the report and print its path; then log the sweep to the --tracker's."""
     from mmtune.report.build import build_report
+    from mmtune.report.trackers import log_to, parse_trackers, sweep_log
 
+    trackers = parse_trackers(args.tracker)
     t0 = time.perf_counter()
     path = build_report(args.experiment_dir, args.out, top_k=args.top_k, beside=args.beside)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB in {time.perf_counter() - t0:.1f} s)")
+    if trackers:
+        for line in log_to(trackers, sweep_log(args.experiment_dir)):
+            print(line, file=sys.stderr)
     return 0
 
 
@@ -41,3 +52,25 @@ def report_after_sweep(exp_dir: Path) -> None:
         print(f"report: {path}", file=sys.stderr)
     except Exception as exc:  # the sweep's results are written; a report bug must not hide them
         print(f"mmtune search: warning: the report failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+
+def after_sweep(ns: argparse.Namespace) -> Callable[[Path], None]:
+    """What `mmtune search` / run_search.py do with a written sweep: its report (unless --no-report),
+    then its --tracker runs. The trackers are checked now, before the sweep: one line if unknown or
+    not installed."""
+    trackers: list[Any] = []
+    if getattr(ns, "tracker", None):
+        from mmtune.report.trackers import parse_trackers
+
+        trackers = parse_trackers(ns.tracker)
+
+    def finish(exp_dir: Path) -> None:
+        if getattr(ns, "report", True):
+            report_after_sweep(exp_dir)
+        if trackers:
+            from mmtune.report.trackers import log_to, sweep_log
+
+            for line in log_to(trackers, sweep_log(exp_dir)):
+                print(line, file=sys.stderr)
+
+    return finish

@@ -20,6 +20,10 @@ from mmtune.search.plan import (
 )
 from mmtune.search.warm_start import DEFAULT_TOP_K
 
+# What the command above search does with a sweep: called with the flags before the sweep, it
+# returns what to do with the experiment directory once it is written (the report, the trackers).
+After = Callable[[argparse.Namespace], Callable[[Path], None]]
+
 HELP = "hyperparameter sweep: Ray Tune over an Optuna search space, ASHA early stopping"
 EPILOG = """examples:
   run_search.py                                            # the default: a small all-models CPU sweep
@@ -31,6 +35,7 @@ EPILOG = """examples:
   run_search.py --time-budget 10m --no-search              # the space's default config alone, for the same time
   run_search.py --objective mse+flops --scheduler fifo     # the MSE/FLOPs Pareto front (multi-objective)
   run_search.py --warm-start experiments/sweep-20260101-120000-ab12   # its best configs run first
+  run_search.py --tracker mlflow --tracker wandb           # also log the trials to MLflow and W&B (offline)
 """
 
 
@@ -101,14 +106,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start-top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
                    help=f"how many of --warm-start's best configs run first (default {DEFAULT_TOP_K})")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
+    add_tracker_argument(p, "sweep", "each trial a run, the sweep a parent run holding its files")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the HTML report at the end (default: write it when mmtune.report exists)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="Ray's console output: 0 quiet, 1 progress table, 2 every result (default 1)")
 
 
-def add_parser(sub: argparse._SubParsersAction, after: Callable[[Path], None] | None = None) -> None:
-    """Register `mmtune search` with the `mmtune` CLI; `after(exp_dir)` runs once a sweep is written."""
+def add_tracker_argument(p: argparse.ArgumentParser, what: str, how: str) -> None:
+    """`--tracker NAME[=VALUE]` (repeatable), shared by `mmtune search`, `train` and `report`."""
+    p.add_argument("--tracker", action="append", default=[], metavar="mlflow[=URI]|wandb[=PROJECT]",
+                   help=f"also log the {what} to MLflow or Weights & Biases ({how}), from the files it writes, "
+                        f"once it ends; repeatable. mlflow: a tracking URI or a SQLite file path (default: "
+                        f"mlflow.db in the {what}'s folder, open it with mlflow ui --backend-store-uri "
+                        f"sqlite:///PATH); wandb: offline runs in the folder's wandb/ (wandb sync uploads "
+                        f"them), in PROJECT (default mmtune). Each needs its extra: pip install "
+                        f"'mmtune[mlflow]' or 'mmtune[wandb]' (default: none, TensorBoard only)")
+
+
+def add_parser(sub: argparse._SubParsersAction, after: After | None = None) -> None:
+    """Register `mmtune search` with the `mmtune` CLI; `after` as in `run`."""
     p = sub.add_parser("search", help=HELP, description=HELP, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.error = _one_line_error(p)  # type: ignore[method-assign]
@@ -122,22 +139,27 @@ def args_from_namespace(ns: argparse.Namespace) -> SweepArgs:
     return SweepArgs(**fields)
 
 
-def run(ns: argparse.Namespace, after: Callable[[Path], None] | None = None) -> int:
-    """Run the sweep, then `after(exp_dir)` (the report, given by the command above: search does not
-    import report) unless --no-report; 0 when it completed, 3 when it was interrupted."""
+def run(ns: argparse.Namespace, after: After | None = None) -> int:
+    """Run the sweep; 0 when it completed, 3 when it was interrupted.
+
+    `after(ns)` is called before the sweep starts (so that a bad --tracker is one line before any
+    training) and returns what to do with the written experiment directory: the report and the
+    trackers. The command above search hands it in (`mmtune.report.cli.after_sweep`), so that
+    search does not import report.
+    """
     from mmtune.search.sweep import run_sweep
 
-    args = args_from_namespace(ns)
-    result = run_sweep(args)
-    if args.report and after is not None:
-        after(result.exp_dir)
+    finish = after(ns) if after is not None else None
+    result = run_sweep(args_from_namespace(ns))
+    if finish is not None:
+        finish(result.exp_dir)
     return 0 if result.status == "completed" else 3
 
 
 
 
 def main(argv: list[str] | None = None, prog: str = "run_search.py",
-         after: Callable[[Path], None] | None = None) -> int:
+         after: After | None = None) -> int:
     """`python run_search.py ...`: the same as `mmtune search ...`."""
     from mmtune.errors import MMTuneError
 

@@ -83,7 +83,8 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
 
     fit = trainer.fit(on_epoch)
     history = [
-        {"epoch": r.epoch, "train_loss": r.train_loss, "val": r.val, "seconds": r.seconds, "status": r.status}
+        {"epoch": r.epoch, "train_loss": r.train_loss, "val": r.val, "seconds": r.seconds, "status": r.status,
+         "train_seconds": r.train_seconds, "train_samples": r.train_samples or trial.data.train_size}
         for r in fit.history
     ]
     write_json(history, out / "history.json")

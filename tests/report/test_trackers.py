@@ -1,0 +1,321 @@
+"""--tracker mlflow / wandb: a real tiny sweep and real `mmtune train` runs, read back from the trackers' own stores.
+
+No mocks: MLflow writes its SQLite store and artifacts, W&B its offline run files; the tests read them
+back with MLflow's client and W&B's own reader of the offline file (what `wandb sync` uploads), and
+compare what they hold with results.parquet, history.json and the other files mmtune wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mmtune.search.experiment import read_results, trial_outcomes
+
+REPO = Path(__file__).resolve().parents[2]
+mlflow = pytest.importorskip("mlflow")
+wandb = pytest.importorskip("wandb")
+
+TINY = """
+model: simple_lstm
+shared:
+  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+  batch_size: 8
+  epochs: 2
+models:
+  simple_lstm:
+    preset: small
+    hidden: {type: categorical, choices: [16, 32]}
+data: {train_size: 16, val_size: 8, test_size: 8}
+"""
+TRAIN = ["train", "--model", "simple_lstm", "--preset", "small", "--epochs", "2", "--train-size", "16",
+         "--val-size", "8", "--test-size", "8", "--batch-size", "8", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tracked_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A 2-trial sweep with --tracker mlflow --tracker wandb, through the CLI; (its directory, its stderr)."""
+    from mmtune.search.cli import main
+
+    tmp = tmp_path_factory.mktemp("tracked")
+    (tmp / "tiny.yaml").write_text(TINY)
+    mp = pytest.MonkeyPatch()
+    mp.delenv("WANDB_MODE", raising=False)
+    mp.delenv("WANDB_DIR", raising=False)
+    err = tmp / "stderr.txt"
+    try:
+        with open(err, "w") as f:
+            mp.setattr(sys, "stderr", f)
+            rc = main(["--space", str(tmp / "tiny.yaml"), "--samples", "2", "--storage", str(tmp), "--name", "tracked",
+                       "--verbose", "0", "--tracker", "mlflow", "--tracker", "wandb"])
+    finally:
+        mp.undo()
+    text = err.read_text()
+    assert rc == 0, text[-3000:]
+    return tmp / "tracked", text
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _trial_params(g: pd.DataFrame) -> dict[str, object]:
+    return {c.removeprefix("config/"): g[c].dropna().iloc[0] for c in g.columns
+            if c.startswith("config/") and g[c].notna().any()}
+
+
+@pytest.mark.xdist_group("ray")
+def test_sweep_to_mlflow(tracked_sweep: tuple[Path, str]) -> None:
+    exp, stderr = tracked_sweep
+    uri = f"sqlite:///{exp / 'mlflow.db'}"
+    assert f"mlflow ui --backend-store-uri {uri}" in stderr
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("kind") != "sweep"]
+    df = read_results(exp)
+    outcomes = trial_outcomes(df)
+    assert len(parents) == 1 and sorted(r.data.tags["trial_id"] for r in trials) == sorted(df["trial_id"].unique())
+    parent = parents[0]
+    for run in trials:
+        tid = run.data.tags["trial_id"]
+        g = df[df["trial_id"] == tid].sort_values("epoch")
+        assert run.info.run_name == f"trial_{tid}"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["model"] == "simple_lstm" and run.data.tags["outcome"] == outcomes[tid].value
+        assert run.data.tags["node"] == g["hostname"].iloc[0]
+        params = _trial_params(g)
+        assert set(run.data.params) == set(params) == {"lr", "simple_lstm.hidden"}
+        assert float(run.data.params["lr"]) == params["lr"]
+        assert int(run.data.params["simple_lstm.hidden"]) == params["simple_lstm.hidden"]
+        for key in ("val_mse", "val_mse_pixel255", "train_loss", "val_ssim"):
+            assert _history(client, run.info.run_id, key) == list(zip(g["epoch"], g[key], strict=True)), key
+        for (_, frame), (_, pixel) in zip(_history(client, run.info.run_id, "val_mse"),
+                                          _history(client, run.info.run_id, "val_mse_pixel255"), strict=True):
+            assert math.isclose(pixel, frame * 65025 / 4096, rel_tol=1e-6)
+        for key in ("train_samples_per_s", "infer_ms_per_clip"):
+            assert [s for s, _ in _history(client, run.info.run_id, key)] == list(g["epoch"]), key
+            assert all(v > 0 for _, v in _history(client, run.info.run_id, key))
+        assert run.info.status == "FINISHED"
+    # The parent: the sweep's files as artifacts, each family's test metrics and the baselines as metrics.
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert names >= {"sweep.json", "best_configs.json", "test_metrics.json", "baselines.json", "report.html",
+                     "results.parquet", "space.yaml"}
+    got = Path(client.download_artifacts(parent.info.run_id, "sweep.json", str(exp.parent / "download")))
+    assert got.read_bytes() == (exp / "sweep.json").read_bytes()
+    test = json.loads((exp / "test_metrics.json").read_text())["simple_lstm"]
+    base = json.loads((exp / "baselines.json").read_text())["splits"]["test"]["metrics"]
+    assert parent.data.metrics["simple_lstm/test_mse_frame"] == test["test"]["mse_frame"]
+    assert parent.data.metrics["simple_lstm/test_mse_pixel255"] == test["test"]["mse_pixel255"]
+    assert parent.data.metrics["baseline/test/last_frame/mse_frame"] == base["last_frame"]["mse_frame"]
+    assert parent.data.tags["best/simple_lstm"] == test["trial_id"]
+    assert parent.data.params["samples"] == "2" and parent.data.tags["status"] == "completed"
+    # Logged again (`mmtune report --tracker`): the sweep's runs are replaced, not doubled.
+    from mmtune.cli import main
+
+    assert main(["report", str(exp), "--out", str(exp.parent / "again.html"), "--tracker", "mlflow"]) == 0
+    again = client.search_runs([experiment.experiment_id])
+    assert len(again) == len(runs) and not {r.info.run_id for r in again} & {r.info.run_id for r in runs}
+
+
+@pytest.mark.xdist_group("ray")
+def test_outcomes_reach_the_tags(tracked_sweep: tuple[Path, str], tmp_path: Path) -> None:
+    """A copy of the sweep whose results say one trial failed and one was stopped after epoch 1, logged
+    with `mmtune report --tracker`: each outcome is its run's tag, a failure also MLflow's status."""
+    import shutil
+
+    from mmtune.cli import main
+
+    exp, _ = tracked_sweep
+    copy = tmp_path / "tracked"
+    shutil.copytree(exp, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", "wandb"))
+    df = pd.read_parquet(copy / "results.parquet")
+    failed, stopped = sorted(df["trial_id"].unique())
+    df.loc[df["trial_id"] == failed, ["status", "error"]] = ["ERROR", "RuntimeError: boom"]
+    df = df[~((df["trial_id"] == stopped) & (df["epoch"] == 2))]
+    df.to_parquet(copy / "results.parquet", index=False)
+    assert main(["report", str(copy), "--out", str(tmp_path / "r.html"), "--tracker", "mlflow"]) == 0
+    client = _client(f"sqlite:///{copy / 'mlflow.db'}")
+    runs = {r.data.tags.get("trial_id"): r for r in client.search_runs([client.get_experiment_by_name("tracked").experiment_id])}
+    assert runs[failed].data.tags["outcome"] == "failed" and runs[failed].info.status == "FAILED"
+    assert runs[failed].data.tags["error"] == "RuntimeError: boom"
+    assert runs[stopped].data.tags["outcome"] == "stopped_early" and runs[stopped].info.status == "FINISHED"
+    assert [s for s, _ in _history(client, runs[stopped].info.run_id, "val_mse")] == [1]
+
+
+def _wandb_records(path: Path) -> list[bytes]:
+    """The records of a .wandb transaction log: W&B's header, then LevelDB's log format (32 KiB blocks of
+    chunks, each a 7-byte header: crc32c, little-endian length, type FULL=1 FIRST=2 MIDDLE=3 LAST=4)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    block, pos, out, buf = 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is zero padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            out.append(buf)
+            buf = b""
+        elif kind not in (2, 3):
+            assert length == 0, (pos, kind)  # zero padding at the end of a block
+    return out
+
+
+def _read_offline_run(run_dir: Path) -> dict:
+    """One offline W&B run, read from its run-ID.wandb file (what `wandb sync` uploads) with W&B's own protobuf schema."""
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = run_dir.glob("run-*.wandb")
+    run: dict = {"dir": run_dir, "config": {}, "history": [], "summary": {}, "files": set(), "tags": []}
+
+    def items(records) -> dict:
+        return {r.key or "/".join(r.nested_key): json.loads(r.value_json) for r in records}
+
+    for data in _wandb_records(path):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(data)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            r = rec.run
+            run.update(project=r.project, group=r.run_group, job_type=r.job_type, name=r.display_name,
+                       tags=list(r.tags))
+            run["config"].update(items(r.config.update))
+        elif kind == "config":
+            run["config"].update(items(rec.config.update))
+        elif kind == "history":
+            run["history"].append(items(rec.history.item))
+        elif kind == "summary":
+            run["summary"].update(items(rec.summary.update))
+        elif kind == "files":
+            run["files"] |= {f.path for f in rec.files.files}
+        elif kind == "exit":
+            run["exit_code"] = rec.exit.exit_code
+    return run
+
+
+def _wandb_runs(root: Path) -> list[dict]:
+    """Every offline W&B run under root/wandb."""
+    return [_read_offline_run(d) for d in sorted((root / "wandb").glob("offline-run-*"))]
+
+
+@pytest.mark.xdist_group("ray")
+def test_sweep_to_wandb_offline(tracked_sweep: tuple[Path, str]) -> None:
+    exp, stderr = tracked_sweep
+    assert f"wandb sync {exp / 'wandb'}/offline-run-*" in stderr
+    runs = _wandb_runs(exp)
+    df = read_results(exp)
+    outcomes = trial_outcomes(df)
+    assert {r["group"] for r in runs} == {"tracked"} and {r["project"] for r in runs} == {"mmtune"}
+    parents = [r for r in runs if r["job_type"] == "sweep"]
+    trials = {r["name"]: r for r in runs if r["job_type"] == "trial"}
+    assert len(parents) == 1 and sorted(trials) == sorted(f"trial_{t}" for t in df["trial_id"].unique())
+    for tid, g in df.groupby("trial_id"):
+        run = trials[f"trial_{tid}"]
+        g = g.sort_values("epoch")
+        params = _trial_params(g)
+        assert {k: run["config"][k] for k in params} == params
+        tags = run["config"]["mmtune"]
+        assert tags["outcome"] == outcomes[str(tid)].value and tags["node"] == g["hostname"].iloc[0]
+        assert f"outcome:{outcomes[str(tid)].value}" in run["tags"] and "model:simple_lstm" in run["tags"]
+        for key in ("val_mse", "val_mse_pixel255", "train_samples_per_s"):
+            assert [(h["_step"], h[key]) for h in run["history"]] == list(zip(g["epoch"], g[key], strict=True)), key
+    parent = parents[0]
+    test = json.loads((exp / "test_metrics.json").read_text())["simple_lstm"]
+    assert parent["summary"]["simple_lstm/test_mse_frame"] == test["test"]["mse_frame"]
+    for name in ("sweep.json", "best_configs.json", "test_metrics.json", "report.html"):
+        assert name in parent["files"]
+        assert (parent["dir"] / "files" / name).read_bytes() == (exp / name).read_bytes()
+
+
+def _train(tmp_path: Path, *tracker: str) -> Path:
+    from mmtune.cli import main
+
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), *tracker]) == 0
+    return out
+
+
+def test_train_to_mlflow(tmp_path: Path) -> None:
+    out = _train(tmp_path, "--tracker", "mlflow")
+    client = _client(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mmtune-train").experiment_id])
+    summary = json.loads((out / "test_metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    assert run.data.tags["model"] == "simple_lstm" and run.data.tags["outcome"] == "completed"
+    assert run.data.tags["node"] == socket.gethostname()
+    assert run.data.params["model"] == "simple_lstm" and float(run.data.params["train.lr"]) == summary["config"]["train"]["lr"]
+    assert run.data.params["data.train_size"] == "16" and run.data.params["model_cfg.hidden"]
+    assert _history(client, run.info.run_id, "val_mse") == [(h["epoch"], h["val"]["mse_frame"]) for h in history]
+    assert _history(client, run.info.run_id, "val_mse_pixel255") == [(h["epoch"], h["val"]["mse_pixel255"])
+                                                                     for h in history]
+    speeds = _history(client, run.info.run_id, "train_samples_per_s")
+    assert [s for s, _ in speeds] == [1, 2] and all(v > 0 for _, v in speeds)
+    assert run.data.metrics["test_mse_frame"] == summary["test"]["mse_frame"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"test_metrics.json", "history.json", "strip.png"}
+
+
+def test_train_to_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = _train(tmp_path, "--tracker", "wandb=mmtune-test")
+    (run,) = _wandb_runs(out)
+    summary = json.loads((out / "test_metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert run["project"] == "mmtune-test" and run["group"] == "mmtune-train" and run["job_type"] == "train"
+    assert run["config"]["model"] == "simple_lstm" and run["config"]["train.lr"] == summary["config"]["train"]["lr"]
+    assert run["config"]["mmtune"]["outcome"] == "completed"
+    assert [(h["_step"], h["val_mse"]) for h in run["history"]] == [(h["epoch"], h["val"]["mse_frame"]) for h in history]
+    assert run["summary"]["test_mse_frame"] == summary["test"]["mse_frame"]
+    assert (run["dir"] / "files" / "history.json").read_bytes() == (out / "history.json").read_bytes()
+
+
+BLOCK = "import sys; sys.modules[{name!r}] = None; from {module} import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize(("name", "module", "args"), [
+    ("mlflow", "mmtune.search.cli", ["--space", "search_spaces/smoke.yaml", "--name", "never"]),
+    ("wandb", "mmtune.cli", [*TRAIN, "--out", "OUT"]),
+])
+def test_missing_tracker_is_one_line(tmp_path: Path, name: str, module: str, args: list[str]) -> None:
+    """With the package's import blocked (as if not installed): one line naming the extra, exit 2, nothing written."""
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    if module == "mmtune.search.cli":
+        args += ["--storage", str(tmp_path / "storage")]
+    proc = subprocess.run([sys.executable, "-c", BLOCK.format(name=name, module=module), *args, "--tracker", name],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"pip install 'mmtune[{name}]'" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--tracker", "comet"], "unknown tracker 'comet'; expected mlflow[=URI] or wandb[=PROJECT]"),
+    (["--tracker", "mlflow="], "the URI after '=' is empty"),
+    (["--tracker", "mlflow", "--tracker", "mlflow=x.db"], "--tracker mlflow is given twice"),
+])
+def test_bad_tracker_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+                                 expected: str) -> None:
+    from mmtune.cli import main
+
+    assert main([*TRAIN, "--out", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert list(tmp_path.iterdir()) == []
