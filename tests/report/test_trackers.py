@@ -42,7 +42,7 @@ TRAIN = ["train", "--model", "simple_lstm", "--preset", "small", "--epochs", "2"
 @pytest.fixture(scope="module")
 def tracked_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A 2-trial sweep with --tracker mlflow --tracker wandb, through the CLI; (its directory, its stderr)."""
-    from mmtune.search.cli import main
+    from mmtune.cli import main
 
     tmp = tmp_path_factory.mktemp("tracked")
     (tmp / "tiny.yaml").write_text(TINY)
@@ -53,7 +53,7 @@ def tracked_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     try:
         with open(err, "w") as f:
             mp.setattr(sys, "stderr", f)
-            rc = main(["--space", str(tmp / "tiny.yaml"), "--samples", "2", "--storage", str(tmp), "--name", "tracked",
+            rc = main(["search", "--space", str(tmp / "tiny.yaml"), "--samples", "2", "--storage", str(tmp), "--name", "tracked",
                        "--verbose", "0", "--tracker", "mlflow", "--tracker", "wandb"])
     finally:
         mp.undo()
@@ -290,13 +290,13 @@ BLOCK = "import sys; sys.modules[{name!r}] = None; from {module} import main; sy
 
 
 @pytest.mark.parametrize(("name", "module", "args"), [
-    ("mlflow", "mmtune.search.cli", ["--space", "search_spaces/smoke.yaml", "--name", "never"]),
+    ("mlflow", "mmtune.cli", ["search", "--space", "search_spaces/smoke.yaml", "--name", "never"]),
     ("wandb", "mmtune.cli", [*TRAIN, "--out", "OUT"]),
 ])
 def test_missing_tracker_is_one_line(tmp_path: Path, name: str, module: str, args: list[str]) -> None:
     """With the package's import blocked (as if not installed): one line naming the extra, exit 2, nothing written."""
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
-    if module == "mmtune.search.cli":
+    if args[0] == "search":
         args += ["--storage", str(tmp_path / "storage")]
     proc = subprocess.run([sys.executable, "-c", BLOCK.format(name=name, module=module), *args, "--tracker", name],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
