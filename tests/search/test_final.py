@@ -29,7 +29,7 @@ def _meta(exp: Path) -> dict:
 @pytest.mark.xdist_group("ray")
 def test_the_final_phase_continues_the_best_trial_until_the_budget(tiny_space: Path, tmp_path: Path,
                                                                    capsys) -> None:
-    result = run_sweep(SweepArgs(space=str(tiny_space), samples=4, scheduler="fifo", time_budget="75s",
+    result = run_sweep(SweepArgs(space=str(tiny_space), samples=4, scheduler="fifo", time_budget="120s",
                                  final_share=0.5, storage=str(tmp_path), name="fin", report=False, verbose=0))
     assert result.status == "completed"
     meta = _meta(result.exp_dir)
@@ -50,7 +50,7 @@ def test_the_final_phase_continues_the_best_trial_until_the_budget(tiny_space: P
     assert (df.loc[df["epoch"] > 0, "train_samples"] > 0).all()
     assert (fin["flops_per_sample"] > 0).all() and fin["train_samples"].sum() == final["train_samples"]
     # The whole sweep, its test split included, within the budget (and Ray's stop).
-    assert meta["wall_seconds"] < 75.0 + 10.0
+    assert meta["wall_seconds"] < 120.0 + 10.0
     assert 0.0 < meta["training_share"] <= 1.0
     test = json.loads((result.exp_dir / "test_metrics.json").read_text())
     model = best["model"]
