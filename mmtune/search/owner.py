@@ -131,6 +131,22 @@ class _Beat:
 
 
 @contextmanager
+def _kept(path: Path, ident: Ident) -> Iterator[None]:
+    """`ident` written to `path` and touched every HEARTBEAT_S while the block runs; removed after
+    it, unless another process has written its own there since."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(asdict(ident), path)
+    beat = _Beat(path)
+    try:
+        yield
+    finally:
+        beat.stop()
+        if _read(path) == ident:
+            with suppress(OSError):
+                path.unlink()
+
+
+@contextmanager
 def hold(exp_dir: Path) -> Iterator[Ident]:
     """Own `exp_dir` while the block runs (owner.json, with a heartbeat); yields this driver's Ident.
 
@@ -140,17 +156,8 @@ def hold(exp_dir: Path) -> Iterator[Ident]:
     if busy := holders(exp_dir):
         raise MMTuneError(f"experiment {exp_dir} is held by {', '.join(busy)}; wait for it to end or kill it")
     ident = me()
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    path = exp_dir / OWNER_FILE
-    write_json(asdict(ident), path)
-    beat = _Beat(path)
-    try:
+    with _kept(exp_dir / OWNER_FILE, ident):
         yield ident
-    finally:
-        beat.stop()
-        if _read(path) == ident:
-            with suppress(OSError):
-                path.unlink()
 
 
 def owned_by(exp_dir: Path, driver: Ident) -> bool:
@@ -160,15 +167,13 @@ def owned_by(exp_dir: Path, driver: Ident) -> bool:
     owner.json must name it and be fresh. When owner.json cannot be seen at all from here (storage
     that is not shared), the worker cannot tell and carries on.
     """
-    path = exp_dir / OWNER_FILE
-    if driver.host == socket.gethostname() and not _pid_alive(driver.pid):
+    path, here = exp_dir / OWNER_FILE, driver.host == socket.gethostname()
+    if here and not _pid_alive(driver.pid):
         return False
-    if not exp_dir.exists():
-        return driver.host != socket.gethostname()
-    current = _read(path)
+    current = _read(path)  # None also when exp_dir cannot be seen from here
     if current is None:
-        return driver.host != socket.gethostname()
-    return current.token == driver.token and (driver.host == socket.gethostname() or _alive(current, path))
+        return not here
+    return current.token == driver.token and (here or _alive(current, path))
 
 
 @contextmanager
@@ -176,12 +181,5 @@ def lease(exp_dir: Path, driver: Ident) -> Iterator[Path]:
     """A trial worker's lease in `exp_dir/.writers/` while the block runs; yields its path."""
     ident = me(driver.token)
     path = exp_dir / WRITERS_DIR / f"{ident.host}-{ident.pid}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(asdict(ident), path)
-    beat = _Beat(path)
-    try:
+    with _kept(path, ident):
         yield path
-    finally:
-        beat.stop()
-        with suppress(OSError):
-            path.unlink()
