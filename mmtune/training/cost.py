@@ -91,7 +91,7 @@ def infer_ms_per_clip(trainer: Any, clips: int = 8, repeats: int = 3) -> float:
 
     model, device, fast = trainer.model, trainer.device, trainer.trial.train.fast
     n = min(clips, trainer.trial.data.val_size)
-    x, _ = trainer.split("val").get(torch.arange(n))
+    x, _ = trainer.val_batches().get(torch.arange(n))
     model.eval()
     best = float("inf")
     with torch.no_grad():

@@ -349,6 +349,7 @@ class Trainer:
         self.best_val_mse = math.inf
         self.best_epoch: int | None = None
         self._train: Batches | None = None
+        self._val: Batches | None = None
 
     # -- data -------------------------------------------------------------------------------
     def split(self, name: str, epoch: int = 0) -> Batches:
@@ -356,6 +357,12 @@ class Trainer:
         frames = self.data.frames(name, epoch)
         flow = flow_inputs(self.data, name, self.trial.train.flow, epoch, progress=self.progress)
         return Batches(frames, flow, self.device, on_device=self.trial.train.fast)
+
+    def val_batches(self) -> Batches:
+        """The validation split's batches, built once (the same clips every epoch)."""
+        if self._val is None:
+            self._val = self.split("val")
+        return self._val
 
     def _train_batches(self, epoch: int) -> Batches:
         if self._train is None or self.trial.data.online:
@@ -494,7 +501,7 @@ class Trainer:
 
     def fit(self, on_epoch: Callable[[EpochResult, Trainer], None] | None = None) -> FitResult:
         """Train until `epochs` (or the time budget), validating every epoch; stop with status "diverged" on NaN/inf."""
-        val = self.split("val")
+        val = self.val_batches()
         self._clock, self.out_of_time = (time.perf_counter(), self.val_seconds_guess), False
         self.last_train_samples = 0
         timed = self.trial.train.time_budget_s is not None
@@ -506,7 +513,7 @@ class Trainer:
             loss, status = self.train_epoch()
             t_train = time.perf_counter() - t0
             t_val = time.perf_counter()
-            metrics = evaluate(self.model, val, self.trial.train.eval_batch_size, self.trial.train.fast)
+            metrics = evaluate(self.model, val, self.trial.train.eval_batch(self.device.type), self.trial.train.fast)
             self._clock = (self._clock[0], time.perf_counter() - t_val)
             if status == "ok" and not math.isfinite(metrics["mse_frame"]):
                 status = "diverged"
@@ -534,13 +541,14 @@ class Trainer:
 
     def test(self) -> dict[str, Any]:
         """All metrics on the held-out test split."""
-        return evaluate(self.model, self.split("test"), self.trial.train.eval_batch_size, self.trial.train.fast)
+        return evaluate(self.model, self.split("test"), self.trial.train.eval_batch(self.device.type),
+                        self.trial.train.fast)
 
     @torch.no_grad()
     def predict(self, split: str = "test", n: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs, truth, prediction) of the first `n` clips of a split, each (n, 10, 64, 64) in [0,1]."""
         self.model.eval()
-        x, y = self.split(split).get(torch.arange(n))
+        x, y = (self.val_batches() if split == "val" else self.split(split)).get(torch.arange(n))
         with _autocast(self.device, self.trial.train.fast):
             pred = self.model(x).float().clamp(0, 1)
         return x[:, :, 0].cpu().numpy(), y[:, :, 0].cpu().numpy(), pred[:, :, 0].cpu().numpy()
