@@ -474,30 +474,20 @@ def run_bench(cfg: BenchConfig, command: str = "mmtune bench") -> BenchResult:
     import torch
 
     from mmtune.models import get_entry
-    from mmtune.training.loop import autocast_enabled, compile_enabled, resolve_device
+    from mmtune.training.loop import resolve_device
 
     cfg = cfg.effective()
     for model in cfg.models:
         get_entry(model)
     get_entry(cfg.pack_model)
+    if size_config(cfg.pack_model, cfg.pack_size) is None:
+        raise MMTuneError(f"size {cfg.pack_size!r} does not apply to {cfg.pack_model!r}")
     device = resolve_device(cfg.device)
-    variants = list(cfg.variants) or list(CUDA_VARIANTS if device.type == "cuda" else CPU_VARIANTS)
-    hw = hardware()
-    cores = hw["cores"]
-    gpu_name = hw["gpu"]["name"] if device.type == "cuda" and hw["gpu"] else None
-    meta: dict[str, Any] = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command, "device": device.type, "hardware": hw, "config": dataclasses.asdict(cfg),
-        "bf16_peak_tflops": bf16_peak_tflops(gpu_name),
-        "fast_path": {
-            "autocast_bf16": autocast_enabled(device, True), "channels_last": device.type == "cuda",
-            "compile": compile_enabled(device, True), "fused_adamw": device.type == "cuda",
-            "data_on_device": device.type == "cuda",
-        },
-    }
+    meta = _meta(cfg, device, command)
+    hw = meta["hardware"]
     result = BenchResult(meta)
     t_start = time.perf_counter()
-    _log(f"device {device.type} ({gpu_name or hw['cpu']}), {cores} cores, torch {torch.__version__}; "
+    _log(f"device {device.type} ({meta['gpu_name'] or hw['cpu']}), {hw['cores']} cores, torch {torch.__version__}; "
          f"load average {hw['load_avg_at_start']}")
 
     gen = _run_processes([(generation_worker, (cfg.gen_sequences, cfg.gen_repeats))], timeout=600,
@@ -505,28 +495,60 @@ def run_bench(cfg: BenchConfig, command: str = "mmtune bench") -> BenchResult:
     result.generation = gen
     _log(f"generation: {gen['sequences']} sequences on one core in {gen['min_s']:.2f} s "
          f"(min of {len(gen['seconds'])}; median {gen['median_s']:.2f} s)")
+    variants = list(cfg.variants) or list(CUDA_VARIANTS if device.type == "cuda" else CPU_VARIANTS)
+    result.models = _time_models(cfg, device.type, variants, hw["cores"])
+    result.pack = {"model": cfg.pack_model, "size": cfg.pack_size, "batch_size": cfg.batch_size,
+                   "variant": "fast", "runs": _time_packing(cfg, device.type, hw["cores"])}
+    meta["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    meta["total_seconds"] = time.perf_counter() - t_start
+    _log(f"done in {meta['total_seconds']:.0f} s")
+    return result
 
+
+def _meta(cfg: BenchConfig, device: Any, command: str) -> dict[str, Any]:
+    """The result's record of when, where and how it was measured."""
+    from mmtune.training.loop import autocast_enabled, compile_enabled
+
+    hw = hardware()
+    gpu_name = hw["gpu"]["name"] if device.type == "cuda" and hw["gpu"] else None
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command, "device": device.type, "hardware": hw, "config": dataclasses.asdict(cfg),
+        "gpu_name": gpu_name, "bf16_peak_tflops": bf16_peak_tflops(gpu_name),
+        "fast_path": {
+            "autocast_bf16": autocast_enabled(device, True), "channels_last": device.type == "cuda",
+            "compile": compile_enabled(device, True), "fused_adamw": device.type == "cuda",
+            "data_on_device": device.type == "cuda",
+        },
+    }
+
+
+def _time_models(cfg: BenchConfig, device: str, variants: list[str], cores: int) -> list[dict[str, Any]]:
+    """Each model and size's training speed under each variant, one process each."""
+    rows = []
     for model, size, labels in _plan(cfg):
         _log(f"{model} {'='.join(labels)}: timing {', '.join(variants)} ...")
-        row = _run_processes([(measure_model, (model, size, variants, device.type, cfg.batch_size, cfg.steps,
+        row = _run_processes([(measure_model, (model, size, variants, device, cfg.batch_size, cfg.steps,
                                                cfg.warmup, cfg.budget_s, cores))], timeout=3600)[0]
         row["sizes"] = labels
         row["load_avg_1min_after"] = _load1()
-        result.models.append(row)
+        rows.append(row)
         for v in row["variants"]:
             _log(f"  {model} {size} {v['variant']:8s} {v['samples_per_s']:9.1f} samples/s  "
                  f"({v['steps']} steps, warm-up {v['warmup_s']:.1f} s)  "
                  f"{v['achieved_tflops'] * 1000:.1f} GFLOP/s  peak RSS {row['peak_rss_mb']:.0f} MiB")
+    return rows
 
-    if size_config(cfg.pack_model, cfg.pack_size) is None:
-        raise MMTuneError(f"size {cfg.pack_size!r} does not apply to {cfg.pack_model!r}")
+
+def _time_packing(cfg: BenchConfig, device: str, cores: int) -> list[dict[str, Any]]:
+    """The aggregate speed of K trials side by side, for each K of `cfg.pack`, each with cores // K threads."""
     runs = []
     for k in cfg.pack:
         threads = max(1, cores // k)
         _log(f"packing {k} concurrent {cfg.pack_model} {cfg.pack_size} trials "
              f"({threads} thread(s) each, {cfg.pack_seconds:.0f} s) ...")
         barrier = _ctx_barrier(k)
-        jobs = [(pack_worker, (r, cfg.pack_model, cfg.pack_size, device.type, cfg.batch_size, cfg.warmup,
+        jobs = [(pack_worker, (r, cfg.pack_model, cfg.pack_size, device, cfg.batch_size, cfg.warmup,
                                cfg.pack_seconds, threads, barrier)) for r in range(k)]
         workers = _run_processes(jobs, timeout=900 + 2 * cfg.pack_seconds)
         wall = max(w["seconds"] for w in workers)
@@ -539,12 +561,7 @@ def run_bench(cfg: BenchConfig, command: str = "mmtune bench") -> BenchResult:
     base = next((r["aggregate_samples_per_s"] for r in runs if r["k"] == 1), None)
     for r in runs:
         r["speedup_vs_1"] = None if not base else r["aggregate_samples_per_s"] / base
-    result.pack = {"model": cfg.pack_model, "size": cfg.pack_size, "batch_size": cfg.batch_size,
-                   "variant": "fast", "runs": runs}
-    meta["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    meta["total_seconds"] = time.perf_counter() - t_start
-    _log(f"done in {meta['total_seconds']:.0f} s")
-    return result
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,7 +610,6 @@ def render_markdown(result: BenchResult) -> str:
     gpu = hw["gpu"]
     gpu_text = f"{gpu['name']} ×{gpu['count']} ({gpu['memory_gb']} GB)" if gpu else "no GPU"
     v = hw["versions"]
-    peak = m["bf16_peak_tflops"]
     lines = [
         f"### Run on {m['device'].upper()}: {m['date']}",
         "",
@@ -615,7 +631,14 @@ def render_markdown(result: BenchResult) -> str:
     g = result.generation
     lines.append(f"| {g['sequences']:,} | {g['min_s']:.2f} | {g['median_s']:.2f} | {len(g['seconds'])} | "
                  f"{g['sequences_per_s']:,.0f} |")
-    lines += [
+    return "\n".join(lines + _step_table(result) + _pack_table(result))
+
+
+def _step_table(result: BenchResult) -> list[str]:
+    """The training-step table: one line per model, size and variant."""
+    m, cuda = result.meta, result.meta["device"] == "cuda"
+    peak = m["bf16_peak_tflops"]
+    lines = [
         "",
         f"#### Training step, batch {result.models[0]['batch_size'] if result.models else '–'}",
         "",
@@ -626,11 +649,9 @@ def render_markdown(result: BenchResult) -> str:
         "load average (this bench and any other process) when the row finished.",
         "",
         "| model | size | params | GFLOP/sample | variant | samples/s | × eager | step ms | warm-up s | "
-        + ("achieved TFLOP/s | % of bf16 peak | CUDA max alloc MiB | " if m["device"] == "cuda" else
-           "achieved GFLOP/s | ")
+        + ("achieved TFLOP/s | % of bf16 peak | CUDA max alloc MiB | " if cuda else "achieved GFLOP/s | ")
         + "peak RSS MiB | load avg |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if m["device"] == "cuda" else "---:|")
-        + "---:|---:|",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if cuda else "---:|") + "---:|---:|",
     ]
     for row in result.models:
         eager = next((x["samples_per_s"] for x in row["variants"] if x["variant"] == "eager"), None)
@@ -639,7 +660,7 @@ def render_markdown(result: BenchResult) -> str:
             cells = [row["model"], "=".join(row["sizes"]), f"{row['params'] / 1e6:.2f} M",
                      f"{row['flops_per_sample'] / 1e9:.2f}", x["variant"], f"{x['samples_per_s']:.1f}",
                      _f(rel, ".2f"), f"{x['step_ms']:.0f}", f"{x['warmup_s']:.1f}"]
-            if m["device"] == "cuda":
+            if cuda:
                 cells += [f"{x['achieved_tflops']:.2f}",
                           _f(None if peak is None else 100 * x["achieved_tflops"] / peak, ".1f"),
                           _f(x["cuda_max_allocated_mb"], ".0f")]
@@ -647,21 +668,28 @@ def render_markdown(result: BenchResult) -> str:
                 cells.append(f"{x['achieved_tflops'] * 1000:.1f}")
             cells += [f"{row['peak_rss_mb']:.0f}", _f(row.get("load_avg_1min_after"), ".1f")]
             lines.append("| " + " | ".join(cells) + " |")
-    p = result.pack
-    if p:
-        lines += [
-            "",
-            f"#### Packed trials: K concurrent {p['model']} {p['size']} trials on one "
-            f"{'GPU' if m['device'] == 'cuda' else 'CPU'} (fast path, batch {p['batch_size']})",
-            "",
-            "Each trial is its own process; all start timing together (a barrier) and train for the "
-            "same time. Aggregate = all trials' samples / the longest trial's time.",
-            "",
-            "| K | threads/trial | aggregate samples/s | × one trial | per-trial samples/s | load avg |",
-            "|---:|---:|---:|---:|---|---:|",
-        ]
-        for r in p["runs"]:
-            per = ", ".join(f"{s:.1f}" for s in r["per_trial_samples_per_s"])
-            lines.append(f"| {r['k']} | {r['threads_per_trial']} | {r['aggregate_samples_per_s']:.1f} | "
-                         f"{_f(r['speedup_vs_1'], '.2f')} | {per} | {_f(r.get('load_avg_1min_after'), '.1f')} |")
-    return "\n".join(lines)
+    return lines
+
+
+def _pack_table(result: BenchResult) -> list[str]:
+    """The packed-trials table (none when the run packed none)."""
+    p, device = result.pack, result.meta["device"]
+    if not p:
+        return []
+    lines = [
+        "",
+        f"#### Packed trials: K concurrent {p['model']} {p['size']} trials on one "
+        f"{'GPU' if device == 'cuda' else 'CPU'} (fast path, batch {p['batch_size']})",
+        "",
+        "Each trial is its own process; all start timing together (a barrier) and train for the "
+        "same time. Aggregate = all trials' samples / the longest trial's time.",
+        "",
+        "| K | threads/trial | aggregate samples/s | × one trial | per-trial samples/s | load avg |",
+        "|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in p["runs"]:
+        per = ", ".join(f"{s:.1f}" for s in r["per_trial_samples_per_s"])
+        lines.append(f"| {r['k']} | {r['threads_per_trial']} | {r['aggregate_samples_per_s']:.1f} | "
+                     f"{_f(r['speedup_vs_1'], '.2f')} | {per} | {_f(r.get('load_avg_1min_after'), '.1f')} |")
+    return lines
+

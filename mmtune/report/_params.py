@@ -171,28 +171,12 @@ def _native(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def get_importance_info(exp: Experiment, model: str) -> ImportanceInfo:
-    """Importances of `model`'s parameters for its best val MSE, from an in-memory Optuna study.
-
-    The study is rebuilt from results.parquet (best val MSE over all epochs per trial), not taken
-    from study.db: OptunaSearch records an ASHA-stopped trial's *last* value, not its best. study.db,
-    where present, only supplies the parameter distributions.
-    """
+def _rebuilt_study(exp: Experiment, model: str, trials: pd.DataFrame, cols: list[str]) -> Any:
+    """An in-memory Optuna study of `model`'s trials, each with its best val MSE, over `cols`' parameters."""
     import optuna
-    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
-    trials = _completed(exp, model)
-    cols, _ = _model_params(trials)
-    if len(trials) < 2 or not cols:
-        why = f"{len(trials)} trial(s) with a finite val MSE" if len(trials) < 2 else "no parameter varied"
-        return ImportanceInfo(model, {}, "", len(trials), f"{model}: {why}; importances need 2 or more "
-                                                           "completed trials with varying parameters.")
     known = _study_distributions(exp.study_path, exp.name)
-    dists = {}
-    for c in cols:
-        name = c[len("config/"):]
-        dists[name] = known.get(name) or _infer_distribution(trials[c])
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {c[len("config/"):]: known.get(c[len("config/"):]) or _infer_distribution(trials[c]) for c in cols}
     study = optuna.create_study(direction="minimize", study_name=f"{exp.name}-{model}")
     for _, t in trials.iterrows():
         params, used = {}, {}
@@ -210,6 +194,27 @@ def get_importance_info(exp: Experiment, model: str) -> ImportanceInfo:
                                                       value=float(t["best_val_mse"])))
         except ValueError:  # a value outside a distribution taken from study.db: skip that trial
             continue
+    return study
+
+
+def get_importance_info(exp: Experiment, model: str) -> ImportanceInfo:
+    """Importances of `model`'s parameters for its best val MSE, from an in-memory Optuna study.
+
+    The study is rebuilt from results.parquet (best val MSE over all epochs per trial), not taken
+    from study.db: OptunaSearch records an ASHA-stopped trial's *last* value, not its best. study.db,
+    where present, only supplies the parameter distributions.
+    """
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = _completed(exp, model)
+    cols, _ = _model_params(trials)
+    if len(trials) < 2 or not cols:
+        why = f"{len(trials)} trial(s) with a finite val MSE" if len(trials) < 2 else "no parameter varied"
+        return ImportanceInfo(model, {}, "", len(trials), f"{model}: {why}; importances need 2 or more "
+                                                           "completed trials with varying parameters.")
+    study = _rebuilt_study(exp, model, trials, cols)
     n_asha = int((trials["outcome"] == Outcome.STOPPED_EARLY).sum())
     caveat = (f" {n_asha} of the {len(trials)} trials were stopped early by ASHA and enter with the best value "
               "they reached on their shorter budget." if n_asha else "")

@@ -276,16 +276,31 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     exp = load_experiment(exp_dir)
     others = [_load_beside(d) for d in beside]  # a bad one stops the report before anything is written
     path = _resolve_out(exp, out)
-    figs: list[str] = []
+    figs = _Figures()
+    body = [*_top_sections(exp, top_k, figs), *_curve_sections(exp, others, figs), *_param_sections(exp, figs),
+            *_frame_sections(exp, figs)]
+    body.append(f'<p class="note">Built by <code>mmtune report</code> on {time.strftime("%Y-%m-%d %H:%M:%S")} '
+                f"in {time.perf_counter() - t0:.1f} s from {esc(exp.path.resolve())}; {len(figs.names)} figures.</p>")
+    return atomic_write_bytes(page(f"mmtune report: {exp.name}", "\n".join(body)).encode("utf-8"), path)
 
-    def fig(f: object, panel: str) -> str:
-        figs.append(f"fig-{panel}")  # the panel's name: tests look figures up by it
-        return figure_div(f, figs[-1])  # type: ignore[arg-type]
 
+class _Figures:
+    """The report's figures, each in a div named after its panel (tests look figures up by it)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, f: object, panel: str) -> str:
+        self.names.append(f"fig-{panel}")
+        return figure_div(f, self.names[-1])  # type: ignore[arg-type]
+
+
+def _top_sections(exp: Experiment, top_k: int, fig: _Figures) -> list[str]:
+    """Title, summary, verdict, leaderboard, published numbers and the cost panel."""
     summary = get_summary_info(exp)
     device = "GPU sweep" if gpu_name(summary.hardware) else "CPU sweep"
-    body = [f"<h1>mmtune sweep report: {esc(exp.name)} <small>({device})</small></h1>"]
-    body.append("<h2>Summary</h2>" + _summary_html(summary, exp))
+    body = [f"<h1>mmtune sweep report: {esc(exp.name)} <small>({device})</small></h1>",
+            "<h2>Summary</h2>" + _summary_html(summary, exp)]
     if exp.notes:
         body.append("<h3>What the experiment directory lacks</h3>" + notes_list(exp.notes))
     base = get_baseline_info(exp)
@@ -300,30 +315,40 @@ def build_report(exp_dir: str | Path, out: str | Path | None = None, top_k: int 
     cost = (_pareto_intro() + fig(draw_pareto(pareto), "pareto") + _pareto_html(pareto) if pareto.points
             else notes_list(pareto.notes))
     body.append("<h2>Accuracy against cost</h2>" + cost)
+    return body
+
+
+def _curve_sections(exp: Experiment, others: list[Experiment], fig: _Figures) -> list[str]:
+    """The learning curves and the anytime panel (with the experiments drawn beside it)."""
     curves = get_curves_info(exp)
-    body.append("<h2>Learning curves</h2>" + fig(draw_curves(curves), "curves") + notes_list(curves.notes))
     anytime = [anytime_of(e) for e in (exp, *others)]
-    body.append(f"<h2>{esc(ANYTIME_TITLE)}</h2>" + _anytime_intro() + fig(draw_anytime(anytime), "anytime")
-                + _anytime_html(anytime))
-    body.append("<h2>Hyperparameters against val MSE</h2><p class=\"note\">Per model: the search space is "
-                "conditional, so parameters of different families are never mixed. Importances are Optuna's "
-                "(PED-ANOVA, else fANOVA) on a study rebuilt from results.parquet with each trial's best val MSE "
-                "over its epochs: study.db holds the last value OptunaSearch was told, which for an "
-                "ASHA-stopped trial is its truncated one.</p>")
+    return ["<h2>Learning curves</h2>" + fig(draw_curves(curves), "curves") + notes_list(curves.notes),
+            f"<h2>{esc(ANYTIME_TITLE)}</h2>" + _anytime_intro() + fig(draw_anytime(anytime), "anytime")
+            + _anytime_html(anytime)]
+
+
+def _param_sections(exp: Experiment, fig: _Figures) -> list[str]:
+    """Per model: its parallel coordinates and parameter importances."""
+    body = ["<h2>Hyperparameters against val MSE</h2><p class=\"note\">Per model: the search space is "
+            "conditional, so parameters of different families are never mixed. Importances are Optuna's "
+            "(PED-ANOVA, else fANOVA) on a study rebuilt from results.parquet with each trial's best val MSE "
+            "over its epochs: study.db holds the last value OptunaSearch was told, which for an "
+            "ASHA-stopped trial is its truncated one.</p>"]
     for model in exp.models:
         par, imp = get_parallel_info(exp, model), get_importance_info(exp, model)
         # An empty figure shows its note itself; below a drawn one the note is a caveat.
         body.append(f"<h3>{esc(model)}</h3>" + fig(draw_parallel(par), f"parallel-{model}")
                     + notes_list([par.note] if par.note and par.axes else [])
                     + fig(draw_importance(imp), f"importance-{model}") + notes_list([imp.note] if imp.note and imp.importances else []))
-    hz = get_horizon_info(exp)
-    body.append("<h2>Error against horizon</h2>" + fig(draw_horizon(hz), "horizon") + notes_list(hz.notes))
-    body.append("<h2>Predicted frames</h2>" + _frames_html(exp))
-    flow = get_flow_info(exp)
-    body.append("<h2>Flow against no flow</h2>" + fig(draw_flow(flow), "flow") + notes_list([flow.note] if flow.note else []))
-    body.append(f'<p class="note">Built by <code>mmtune report</code> on {time.strftime("%Y-%m-%d %H:%M:%S")} '
-                f"in {time.perf_counter() - t0:.1f} s from {esc(exp.path.resolve())}; {len(figs)} figures.</p>")
-    return atomic_write_bytes(page(f"mmtune report: {exp.name}", "\n".join(body)).encode("utf-8"), path)
+    return body
+
+
+def _frame_sections(exp: Experiment, fig: _Figures) -> list[str]:
+    """Error against horizon, the predicted frames, and flow against no flow."""
+    hz, flow = get_horizon_info(exp), get_flow_info(exp)
+    return ["<h2>Error against horizon</h2>" + fig(draw_horizon(hz), "horizon") + notes_list(hz.notes),
+            "<h2>Predicted frames</h2>" + _frames_html(exp),
+            "<h2>Flow against no flow</h2>" + fig(draw_flow(flow), "flow") + notes_list([flow.note] if flow.note else [])]
 
 
 __all__ = ["build_report", "default_out"]

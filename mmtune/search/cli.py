@@ -49,6 +49,18 @@ def _one_line_error(parser: argparse.ArgumentParser):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The sweep's flags; every default is named in --help."""
+    _search_arguments(p)
+    _where_arguments(p)
+    _budget_arguments(p)
+    add_tracker_argument(p, "sweep", "each trial a run, the sweep a parent run holding its files")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip the HTML report at the end (default: write it when mmtune.report exists)")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="Ray's console output: 0 quiet, 1 progress table, 2 every result (default 1)")
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    """What is searched, and how: the space, the trials, the scheduler and sampler, the epochs."""
     p.add_argument("--space", default=DEFAULT_SPACE, metavar="FILE",
                    help=f"search-space YAML (default {DEFAULT_SPACE}: a small all-models sweep)")
     p.add_argument("--samples", type=int, metavar="N",
@@ -69,6 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduction-factor", type=float, metavar="F",
                    help="ASHA keeps 1/F of the trials at each rung (default: the space's "
                         "sweep.reduction_factor, else 2)")
+
+
+def _where_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the trials run and where the experiment goes."""
     p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N",
                    help="CPUs each trial reserves, also its torch threads (default 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
@@ -84,6 +100,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="experiment name (default sweep-YYYYmmdd-HHMMSS-xxxx, unique)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted experiment --name (its saved settings; default off)")
+
+
+def _budget_arguments(p: argparse.ArgumentParser) -> None:
+    """What the sweep optimises and on what budget: the objective, the time, the final phase, the start."""
     p.add_argument("--objective", choices=list(OBJECTIVES), default=DEFAULT_OBJECTIVE,
                    help="; ".join(f"{k}: {v}" for k, v in OBJECTIVES.items()) + f" (default {DEFAULT_OBJECTIVE})")
     p.add_argument("--time-budget", metavar="DURATION",
@@ -106,11 +126,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start-top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
                    help=f"how many of --warm-start's best configs run first (default {DEFAULT_TOP_K})")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
-    add_tracker_argument(p, "sweep", "each trial a run, the sweep a parent run holding its files")
-    p.add_argument("--no-report", dest="report", action="store_false",
-                   help="skip the HTML report at the end (default: write it when mmtune.report exists)")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="Ray's console output: 0 quiet, 1 progress table, 2 every result (default 1)")
 
 
 def add_tracker_argument(p: argparse.ArgumentParser, what: str, how: str) -> None:

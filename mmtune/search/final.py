@@ -70,32 +70,13 @@ def run_final(space: SearchSpace, train_overrides: dict[str, Any], start: FinalS
         The final phase as a trial of the experiment (its rows, one per validation, and its best
         checkpoint); None when less than `MIN_FINAL_S` is left for it.
     """
-    import torch
-
     from mmtune.search.trial_log import TB_DIR, TrialLog
-    from mmtune.search.tune_adapter import fetch_checkpoint
-    from mmtune.training.cost import infer_ms_per_clip
-    from mmtune.training.loop import Trainer
 
-    torch.set_num_threads(max(1, threads))
-    cfg = space.trial_config(start.params, {**train_overrides, "time_budget_s": float(max(deadline - time.time(), 1)),
-                                            "epochs": start.epoch + MAX_EPOCHS})
-    if cfg.data.online:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_size=FINAL_CHUNK))
-    trainer = Trainer(cfg, progress=False)
-    ms = infer_ms / thread_speedup(threads) if infer_ms is not None else infer_ms_per_clip(trainer, clips=16)
-    trainer.val_seconds_guess = TEST_MARGIN * ms * cfg.data.val_size / 1000.0
-    test_s = TEST_MARGIN * ms * cfg.data.test_size / 1000.0
-    budget_s = deadline - time.time() - reserve_s - test_s
-    if budget_s < MIN_FINAL_S:
-        _say(f"mmtune search: final phase skipped: {budget_s:.0f}s would be left for it (under {MIN_FINAL_S:.0f}s)")
+    planned = _final_trainer(space, train_overrides, start, deadline, reserve_s, threads, infer_ms)
+    if planned is None:
         return None
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget_s=float(budget_s)))
-    trainer.trial = cfg
-    if start.checkpoint is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer.load_weights(fetch_checkpoint(start.checkpoint, tmp))
-        trainer.epoch = start.epoch  # online clips of later epochs: ones the trial never saw
+    trainer, budget_s = planned
+    cfg = trainer.trial
     out = exp_dir / FINAL_DIR
     node = {"node_ip": "127.0.0.1", "hostname": socket.gethostname(), "node_id": "driver"}
     log = TrialLog(cfg, str(out / TB_DIR), node, start.epoch, start.note(), image_every=1)
@@ -127,6 +108,37 @@ def run_final(space: SearchSpace, train_overrides: dict[str, Any], start: FinalS
     error = fit.message if fit.status == "diverged" else None
     return TrialRecord(FINAL_TRIAL_ID, "TERMINATED", dict(start.params), rows, error, str(out),
                        [best] if best is not None else [])
+
+
+def _final_trainer(space: SearchSpace, train_overrides: dict[str, Any], start: FinalStart, deadline: float,
+                   reserve_s: float, threads: int, infer_ms: float | None) -> tuple[Any, float] | None:
+    """The final phase's Trainer, on `start`'s weights, and its training seconds (validations
+    included, its test's left out); None when under `MIN_FINAL_S` would be left."""
+    import torch
+
+    from mmtune.search.tune_adapter import fetch_checkpoint
+    from mmtune.training.cost import infer_ms_per_clip
+    from mmtune.training.loop import Trainer
+
+    torch.set_num_threads(max(1, threads))
+    cfg = space.trial_config(start.params, {**train_overrides, "time_budget_s": float(max(deadline - time.time(), 1)),
+                                            "epochs": start.epoch + MAX_EPOCHS})
+    if cfg.data.online:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_size=FINAL_CHUNK))
+    trainer = Trainer(cfg, progress=False)
+    ms = infer_ms / thread_speedup(threads) if infer_ms is not None else infer_ms_per_clip(trainer, clips=16)
+    trainer.val_seconds_guess = TEST_MARGIN * ms * cfg.data.val_size / 1000.0
+    test_s = TEST_MARGIN * ms * cfg.data.test_size / 1000.0
+    budget_s = deadline - time.time() - reserve_s - test_s
+    if budget_s < MIN_FINAL_S:
+        _say(f"mmtune search: final phase skipped: {budget_s:.0f}s would be left for it (under {MIN_FINAL_S:.0f}s)")
+        return None
+    trainer.trial = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget_s=float(budget_s)))
+    if start.checkpoint is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.load_weights(fetch_checkpoint(start.checkpoint, tmp))
+        trainer.epoch = start.epoch  # online clips of later epochs: ones the trial never saw
+    return trainer, budget_s
 
 
 def family_infer_ms(trials: list[TrialRecord]) -> dict[str, float]:

@@ -64,7 +64,10 @@ class TrialLog:
         if self.cost is None:
             self.cost = static_cost(trainer)
         if math.isnan(self.cost.infer_ms_per_clip) and result.status != "diverged":
-            self.cost = self.cost._replace(infer_ms_per_clip=infer_ms_per_clip(trainer))
+            # On a CPU the validation just timed its forward passes (at the evaluation batch): no
+            # extra passes. On a GPU they are timed here, best of three, each synced.
+            ms = getattr(trainer, "val_ms_per_clip", None)
+            self.cost = self.cost._replace(infer_ms_per_clip=ms if ms is not None else infer_ms_per_clip(trainer))
         return self.cost
 
     def samples(self, result: Any) -> int:

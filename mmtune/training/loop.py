@@ -299,14 +299,20 @@ SYNC_EVERY = 25
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Batches, batch_size: int, fast: bool = False
+    model: nn.Module, batches: Batches, batch_size: int, fast: bool = False, forward_s: list[float] | None = None
 ) -> dict[str, Any]:
-    """All metrics of `model` on a split (see mmtune.metrics), with per-horizon lists."""
+    """All metrics of `model` on a split (see mmtune.metrics), with per-horizon lists; the seconds of
+    its forward passes are appended to `forward_s` when one is given (timed on a CPU only: on a GPU
+    they would need a sync per batch)."""
     model.eval()
     acc = MetricAccumulator()
+    timed = forward_s is not None and batches.device.type == "cpu"
     for x, y in batches.iterate(batch_size):
+        t0 = time.perf_counter() if timed else 0.0
         with _autocast(batches.device, fast):
             pred = model(x)
+        if timed and forward_s is not None:
+            forward_s.append(time.perf_counter() - t0)
         acc.update(pred.float().clamp_(0, 1), y)
     return acc.compute()
 
@@ -350,6 +356,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self._train: Batches | None = None
         self._val: Batches | None = None
+        # On a CPU: ms per clip of the last validation's forward passes (its inference time, for free).
+        self.val_ms_per_clip: float | None = None
 
     # -- data -------------------------------------------------------------------------------
     def split(self, name: str, epoch: int = 0) -> Batches:
@@ -512,8 +520,11 @@ class Trainer:
             t0 = time.perf_counter()
             loss, status = self.train_epoch()
             t_train = time.perf_counter() - t0
-            t_val = time.perf_counter()
-            metrics = evaluate(self.model, val, self.trial.train.eval_batch(self.device.type), self.trial.train.fast)
+            t_val, forward_s = time.perf_counter(), list[float]()
+            metrics = evaluate(self.model, val, self.trial.train.eval_batch(self.device.type), self.trial.train.fast,
+                               forward_s)
+            if forward_s:
+                self.val_ms_per_clip = 1000.0 * sum(forward_s) / len(val)
             self._clock = (self._clock[0], time.perf_counter() - t_val)
             if status == "ok" and not math.isfinite(metrics["mse_frame"]):
                 status = "diverged"

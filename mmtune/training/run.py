@@ -35,31 +35,16 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     atomically (a crash leaves the old file or the new one). best.pt (read back only for the
     test split) and a finished run's last.pt carry no optimizer state.
     A `resume` checkpoint is read and checked against `trial` before anything is written.
-    An `out_dir` that holds another run's results (any of `RESULT_FILES`) is refused before
-    anything is written, unless `resume` is a checkpoint inside it (that run, continued) or
-    `overwrite` is given: then the earlier run's files are removed before training starts, so
-    the folder never mixes two runs.
-    test_metrics.json also holds the trivial baselines of the val and test splits and the test
-    MSE's ratio to the best of them (`mmtune.metrics.baselines`).
-
-    With `protocol` (see mmtune.training.protocols), test_metrics.json records it, the fields of
-    it that flags overrode, and where the test clips come from.
+    An `out_dir` holding another run's results (`RESULT_FILES`) is refused before anything is
+    written, unless `resume` is a checkpoint inside it or `overwrite` is given (then the earlier
+    run's files are removed first, so the folder never mixes two runs). test_metrics.json also
+    holds the val and test splits' trivial baselines, the test MSE's ratio to the best of them,
+    and the `protocol` (mmtune.training.protocols) with the fields flags overrode.
 
     Returns:
         The dict written to test_metrics.json.
     """
-    # A missing RAFT weights file (offline) or a flow that does not fit the data is one line before
-    # anything is printed or written, not an error after the first split was loaded.
-    check_estimator(trial.train.flow, trial.data)
-    gpus = 1.0 if resolve_device(trial.train.device).type == "cuda" else 0.0
-    if (why := does_not_fit(trial, cpus=float(os.cpu_count() or 1), gpus=gpus)) is not None:
-        raise MMTuneError(f"{why}; use a smaller model or batch size")
-    if trial.data.test_file:  # a wrong shape or dtype is found now, not after training
-        load_standard_file(trial.data.test_file)
-    state = None
-    if resume:  # a foreign, corrupt or mismatched checkpoint is one line, and nothing is written
-        state = load_checkpoint(resume)
-        check_resume(state, trial, f"--resume {resume}")
+    state = _checked_before_writing(trial, resume)
     out = Path(out_dir)
     earlier = _earlier_results(out, resume, overwrite)
     t0 = time.perf_counter()
@@ -82,12 +67,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
             tr.save(out / "best.pt", optimizer=False)
 
     fit = trainer.fit(on_epoch)
-    history = [
-        {"epoch": r.epoch, "train_loss": r.train_loss, "val": r.val, "seconds": r.seconds, "status": r.status,
-         "train_seconds": r.train_seconds, "train_samples": r.train_samples or trial.data.train_size}
-        for r in fit.history
-    ]
-    write_json(history, out / "history.json")
+    write_json(_history(fit, trial), out / "history.json")
     summary: dict[str, Any] = {
         "model": trial.model,
         "status": fit.status,
@@ -101,18 +81,48 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     }
     summary["baselines"] = split_baselines(trainer.data)
     if fit.best_epoch is not None:
-        if (out / "best.pt").is_file():  # else (see _carry_best) the weights this run ended with
-            trainer.load_weights(out / "best.pt")
-        summary["tested_epoch"] = trainer.epoch
-        summary["test"] = trainer.test()
-        v = verdict(summary["test"]["mse_frame"], summary["baselines"]["splits"]["test"]["metrics"])
-        summary["vs_best_baseline"] = v._asdict()
-        print(v.words(trial.model), file=sys.stderr)
-        inputs, truth, pred = trainer.predict("test", n=1)
-        save_strip(inputs[0], truth[0], pred[0], out / "strip.png")
+        summary.update(_test_best(trainer, out, summary["baselines"]))
     summary["wall_seconds"] = time.perf_counter() - t0
     write_json(summary, out / "test_metrics.json")
     return summary
+
+
+def _history(fit: Any, trial: TrialConfig) -> list[dict[str, Any]]:
+    """history.json: one record per epoch."""
+    return [{"epoch": r.epoch, "train_loss": r.train_loss, "val": r.val, "seconds": r.seconds, "status": r.status,
+             "train_seconds": r.train_seconds, "train_samples": r.train_samples or trial.data.train_size}
+            for r in fit.history]
+
+
+def _checked_before_writing(trial: TrialConfig, resume: str | None) -> dict[str, Any] | None:
+    """What can be refused in one line before anything is written: the flow, the memory, the test
+    file, the --resume checkpoint (its state is returned)."""
+    # A missing RAFT weights file (offline) or a flow that does not fit the data is one line before
+    # anything is printed or written, not an error after the first split was loaded.
+    check_estimator(trial.train.flow, trial.data)
+    gpus = 1.0 if resolve_device(trial.train.device).type == "cuda" else 0.0
+    if (why := does_not_fit(trial, cpus=float(os.cpu_count() or 1), gpus=gpus)) is not None:
+        raise MMTuneError(f"{why}; use a smaller model or batch size")
+    if trial.data.test_file:  # a wrong shape or dtype is found now, not after training
+        load_standard_file(trial.data.test_file)
+    if not resume:
+        return None
+    state = load_checkpoint(resume)  # a foreign, corrupt or mismatched checkpoint is one line
+    check_resume(state, trial, f"--resume {resume}")
+    return state
+
+
+def _test_best(trainer: Trainer, out: Path, baselines: dict[str, Any]) -> dict[str, Any]:
+    """The best epoch's test metrics and verdict (test_metrics.json's keys), its strip written to `out`."""
+    if (out / "best.pt").is_file():  # else (see _carry_best) the weights this run ended with
+        trainer.load_weights(out / "best.pt")
+    found: dict[str, Any] = {"tested_epoch": trainer.epoch, "test": trainer.test()}
+    v = verdict(found["test"]["mse_frame"], baselines["splits"]["test"]["metrics"])
+    found["vs_best_baseline"] = v._asdict()
+    print(v.words(trainer.trial.model), file=sys.stderr)
+    inputs, truth, pred = trainer.predict("test", n=1)
+    save_strip(inputs[0], truth[0], pred[0], out / "strip.png")
+    return found
 
 
 def _earlier_results(out: Path, resume: str | None, overwrite: bool) -> list[Path]:

@@ -54,12 +54,26 @@ def test_trials_without_cost_are_named_not_drawn() -> None:
     assert empty.points == [] and draw_pareto(empty).layout.annotations
 
 
-def test_the_panel_plots_costs_that_trials_report() -> None:
-    """What the panel plots against are columns a trial's rows carry (FLOPs among them)."""
-    from mmtune.report import _pareto
-    from mmtune.search.experiment import COST_COLUMNS, FLOPS
+def test_the_panel_plots_costs_that_trials_report(tmp_path) -> None:
+    """The panel finds its costs in what a real trial reports: the rows a TrialLog writes for a tiny
+    trained model, through results.parquet's layout, give a point with every cost, the trial's own."""
+    from mmtune.report._pareto import COSTS, get_pareto_info
+    from mmtune.search.experiment import TrialRecord, results_frame
+    from mmtune.search.trial_log import TrialLog
+    from mmtune.training.config import build_trial
+    from mmtune.training.loop import Trainer
 
-    assert set(_pareto.COSTS) <= set(COST_COLUMNS) and FLOPS in _pareto.COSTS
+    trial = build_trial("simple_lstm", "small", train_overrides={"epochs": 1, "batch_size": 4, "device": "cpu"},
+                        data_overrides={"train_size": 8, "val_size": 4, "test_size": 4})
+    trainer = Trainer(trial, progress=False)
+    log = TrialLog(trial, str(tmp_path / "tb"), {"node_ip": "127.0.0.1", "hostname": "here", "node_id": "n0"})
+    rows: list = []
+    trainer.fit(lambda result, tr: rows.append({**log.epoch(result, tr), "trial_id": "t0", "training_iteration": 1}))
+    frame = results_frame([TrialRecord("t0", "TERMINATED", {"model": "simple_lstm"}, rows, None, str(tmp_path))])
+    info = get_pareto_info(frame, ["simple_lstm"])
+    assert len(info.points) == 1, info.notes
+    point = info.points[0]
+    assert {k: getattr(point, k) for k in COSTS} == {k: rows[0][k] for k in COSTS}
 
 
 def _section(html: str) -> str:

@@ -50,7 +50,8 @@ def test_every_row_carries_the_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     trainer.fit(lambda result, tr: rows.append(log.epoch(result, tr)))
     log.close()
 
-    assert len(rows) == 2 and static == [1] and infer == [1]  # counted and timed once per trial
+    # counted once per trial; on a CPU the inference time is the first validation's, with no passes of its own
+    assert len(rows) == 2 and static == [1] and infer == []
     t = trainer.trial
     flops = count_train_flops(t.model, t.model_cfg, kl_weight=t.kl_weight, batch=1)
     for row in rows:
@@ -60,7 +61,8 @@ def test_every_row_carries_the_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert row[FLOPS] == flops
         # this epoch's samples over its own training seconds (not the epoch's, nor the trial's so far)
         assert row["train_samples_per_s"] == pytest.approx(TRAIN_SIZE / row["train_seconds"])
-    assert rows[0]["infer_ms_per_clip"] == rows[1]["infer_ms_per_clip"]
+    val_clips = trainer.trial.data.val_size
+    assert 0 < rows[0]["infer_ms_per_clip"] == rows[1]["infer_ms_per_clip"] < 1000 * rows[0]["epoch_seconds"] / val_clips
     assert tags.count("speed/train_samples_per_s") == 2 and tags.count("speed/infer_ms_per_clip") == 2
 
 
