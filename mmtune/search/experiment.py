@@ -132,6 +132,22 @@ def classify(status: str, diverged: bool, last_epoch: int, planned: int, cut: bo
     return Outcome.COMPLETED
 
 
+def best_row(rows: Any) -> Any | None:
+    """A trial's row (results.parquet's layout) of its lowest finite val_mse; None when it has none.
+
+    The best-epoch rule, in one place: the report's tables, its Pareto panel and --warm-start read a
+    trial's best epoch through it.
+    """
+    import numpy as np
+    import pandas as pd
+
+    vals = pd.to_numeric(rows["val_mse"], errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(vals)
+    if not finite.any():
+        return None
+    return rows.iloc[int(np.argmin(np.where(finite, vals, np.inf)))]
+
+
 def trial_outcomes(results: Any) -> dict[str, Outcome]:
     """Trial id -> `Outcome` of a results frame (results.parquet's layout)."""
     import pandas as pd

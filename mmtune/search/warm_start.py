@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmtune.errors import MMTuneError
-from mmtune.search.experiment import FLOPS, RESULTS_FILE
+from mmtune.search.experiment import FLOPS, RESULTS_FILE, best_row
 from mmtune.search.spaces import MODEL_KEY, SearchSpace
 
 DEFAULT_TOP_K = 3
@@ -70,14 +70,13 @@ def earlier_trials(exp_dir: Path) -> list[EarlierTrial]:
         raise MMTuneError(f"--warm-start {exp_dir}: {RESULTS_FILE} could not be read ({type(exc).__name__})") from None
     out = []
     for tid, g in df.groupby("trial_id", sort=True):
-        vals = pd.to_numeric(g["val_mse"], errors="coerce")
-        if not vals.notna().any():
+        best = best_row(g)
+        if best is None:
             continue
-        best = g.loc[vals.idxmin()]
         params = {c.removeprefix("config/"): _plain(best[c]) for c in g.columns
                   if c.startswith("config/") and not _missing(best[c])}
         flops = pd.to_numeric(pd.Series([best.get(FLOPS)]), errors="coerce").iloc[0]
-        out.append(EarlierTrial(str(tid), params, float(vals.min()), float(flops)))
+        out.append(EarlierTrial(str(tid), params, float(best["val_mse"]), float(flops)))
     return sorted(out, key=lambda t: (t.val_mse, t.trial_id))
 
 
