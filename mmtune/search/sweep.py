@@ -25,6 +25,7 @@ from typing import Any
 from mmtune._hardware import machine
 from mmtune._num import as_finite
 from mmtune.data.datasets import DataConfig
+from mmtune.metrics.baselines import Verdict
 from mmtune.search import owner
 from mmtune.search.budget import format_duration
 from mmtune.search.evaluate import Findings, best_per_model, checkpoint_for, evaluate, write_findings
@@ -310,16 +311,14 @@ def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
           f"{meta.errored} errored, {meta.diverged} diverged) in {meta.wall_seconds or 0:.0f}s -> {exp_dir}")
     for model, entry in sorted(found.best_configs.items()):
         tested = found.test_metrics.get(model)
-        line = (f"  {model:12s} trial {entry.trial_id} epoch {entry.best_epoch}: "
-                f"val mse_frame {as_finite(entry.val_mse):.2f}")
-        if tested is not None and tested.test:
-            test = tested.test
-            line += f"  test mse_frame {test['mse_frame']:.2f} (per-frame), mse_pixel255 {test['mse_pixel255']:.1f}"
-            vs = tested.vs_best_baseline
-            if vs:
-                line += f"  = {vs['ratio']:.2f}x the best baseline ({vs['baseline']} {vs['baseline_mse']:.2f})"
-                if not vs["beats"]:
-                    line += "  << DOES NOT BEAT THE BEST BASELINE: this model has not learned to predict"
+        line = f"  trial {entry.trial_id} epoch {entry.best_epoch}: val mse_frame {as_finite(entry.val_mse):.2f}; "
+        if tested is not None and tested.test and tested.vs_best_baseline:
+            line += Verdict(**{k: tested.vs_best_baseline[k] for k in Verdict._fields}).words(model)  # the words `mmtune train` prints too
+        elif tested is not None and tested.test:
+            line += (f"{model}: test mse_frame {tested.test['mse_frame']:.2f} (per-frame), "
+                     f"mse_pixel255 {tested.test['mse_pixel255']:.1f}")
+        else:
+            line += f"{model}: not tested"
         print(line)
     if meta.budget and meta.budget.get("used_s") is not None:
         b = meta.budget
