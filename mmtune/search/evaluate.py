@@ -20,6 +20,7 @@ from mmtune.errors import MMTuneError
 from mmtune.metrics.units import UNITS
 from mmtune.search.experiment import (
     INFEASIBLE_KEY,
+    MODEL_KEY,
     Baselines,
     BestConfig,
     CheckpointRef,
@@ -32,7 +33,7 @@ from mmtune.search.experiment import (
     write_prediction,
     write_test_metrics,
 )
-from mmtune.search.spaces import MODEL_KEY, SearchSpace
+from mmtune.search.spaces import SearchSpace
 
 PREDICTION_CLIPS = 4  # test clips whose predictions the report shows, per model
 

@@ -37,8 +37,8 @@ from typing import Any, NamedTuple, TypeVar
 from mmtune._io import atomic_write_bytes, write_json
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
-from mmtune.search.spaces import MODEL_KEY
 
+MODEL_KEY = "model"  # the Optuna name (and config key) of the sampled model; spaces.py samples it
 SCHEMA = 1  # of sweep.json, and so of the directory; raise it when a file's layout changes
 
 SWEEP_FILE = "sweep.json"

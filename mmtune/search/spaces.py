@@ -53,6 +53,7 @@ from mmtune.data.datasets import DataConfig
 from mmtune.errors import MMTuneError
 from mmtune.flow import check_estimator
 from mmtune.models import config_fields, list_models
+from mmtune.search.experiment import MODEL_KEY
 from mmtune.training.config import TrainConfig, TrialConfig, build_trial
 
 TOP_KEYS = ("description", "model", "shared", "models", "data", "sweep")
@@ -62,7 +63,6 @@ TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 RESERVED_TRAIN = {"seed": "--seed", "device": "--gpus-per-trial"}
 SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
              "categorical": {"type", "choices"}}
-MODEL_KEY = "model"
 # A categorical of more choices is a range in disguise (and YAML takes seconds to build it): refused.
 MAX_CHOICES = 10_000
 # At most this many values of one parameter are built into a config at validation: every value of a

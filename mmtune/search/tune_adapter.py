@@ -39,6 +39,7 @@ from mmtune.search.experiment import (
     CUT_KEY,
     FLOPS,
     INFEASIBLE_KEY,
+    MODEL_KEY,
     CheckpointRef,
     ClusterInfo,
     Outcome,
@@ -47,7 +48,7 @@ from mmtune.search.experiment import (
     is_uri,
 )
 from mmtune.search.owner import Ident
-from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
+from mmtune.search.spaces import SearchSpace, Suggest
 from mmtune.search.trial_log import DIVERGED_VAL_MSE, METRIC, TB_DIR, TrialLog
 from mmtune.search.warm_start import WarmStart, seed_study
 from mmtune.training.memory import does_not_fit

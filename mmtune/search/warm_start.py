@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mmtune.errors import MMTuneError
-from mmtune.search.experiment import FLOPS, RESULTS_FILE, best_row
-from mmtune.search.spaces import MODEL_KEY, SearchSpace
+from mmtune.search.experiment import FLOPS, MODEL_KEY, RESULTS_FILE, best_row
+from mmtune.search.spaces import SearchSpace
 
 DEFAULT_TOP_K = 3
 WARM_ATTR = "warm_start_from"
