@@ -338,7 +338,7 @@ def _log_mlflow(tracker: Tracker, log: ExperimentLog) -> str:
     source = str(log.source)
     earlier: dict[str, Any] = {}
     for r in find_runs(client, exp_id, source):
-        if _key(r.data.tags) in earlier:  # two runs of one trial (older mmtune replaced, not updated): keep one
+        if _key(r.data.tags) in earlier:  # two runs of one trial (two loggings of the folder at once): keep the oldest
             client.delete_run(r.info.run_id)
         else:
             earlier[_key(r.data.tags)] = r
@@ -421,6 +421,9 @@ def _log_wandb(tracker: Tracker, log: ExperimentLog) -> str:
                 w.save(str(Path(w.dir) / path.name), base_path=w.dir, policy="now")
         finally:
             w.finish(exit_code=1 if run.outcome in _FAILED else 0)
+    # finish() returns before W&B's service process has closed the run's .wandb file (it only informs
+    # the service); its teardown waits for that, so the runs are whole on disk (or uploaded) when we say so.
+    wandb.teardown()
     where = log.source / "wandb"
     what = f"{len(log.runs)} trial run(s) and the sweep's run" if log.parent else f"{len(log.runs)} run(s)"
     how = (f"wandb sync {where}/offline-run-*" if mode == "offline" else f"project {project}")

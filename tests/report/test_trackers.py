@@ -219,6 +219,37 @@ def test_tracker_live_needs_mlflow(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not (tmp_path / "s" / "never").exists()
 
 
+@pytest.mark.parametrize(("uri", "shared"), [
+    ("http://mlflow-host:5000", True), ("https://mlflow.example", True), ("databricks", True),
+    ("databricks://profile", True), ("postgresql+psycopg2://u@db/mlflow", True),
+    ("sqlite:////nfs/mlflow.db", False), ("file:///nfs/mlruns", False),
+])
+def test_which_stores_trials_log_to_live(uri: str, shared: bool) -> None:
+    """Per-trial logging goes to stores many machines may write at once; a SQLite file or folder stays driver-side."""
+    from mmtune.search.tracking import is_shared, mlflow_uri
+
+    assert is_shared(mlflow_uri(uri, Path("/exp"))) is shared
+    assert not is_shared(mlflow_uri(None, Path("/exp"))) and not is_shared(mlflow_uri("runs/mlflow.db", Path("/exp")))
+
+
+def test_unreachable_tracking_server_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracking server nobody listens at: one line before Ray starts, nothing written."""
+    from mmtune.cli import main
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own knob: no minutes of back-off
+    with socket.socket() as s:  # a free port, closed again: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["search", "--space", str(REPO / "search_spaces/smoke.yaml"), "--storage", str(tmp_path / "s"),
+            "--name", "never", "--tracker", f"mlflow=http://127.0.0.1:{port}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"--tracker mlflow=http://127.0.0.1:{port}: the store at http://127.0.0.1:{port} cannot be used" in err
+    assert not (tmp_path / "s" / "never").exists()
+
+
 def _wandb_records(path: Path) -> list[bytes]:
     """The records of a .wandb transaction log: W&B's header, then LevelDB's log format (32 KiB blocks of
     chunks, each a 7-byte header: crc32c, little-endian length, type FULL=1 FIRST=2 MIDDLE=3 LAST=4)."""
