@@ -109,9 +109,11 @@ def _search_budget(plan: SweepPlan, deadline: float | None) -> float | None:
     return max(1.0, left * (1.0 - plan.final_share))
 
 
-def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None, driver: owner.Ident) -> Any:
+def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None, driver: owner.Ident,
+                mlflow: Any = None) -> Any:
     """Run (or resume) the trials on Ray within `budget_s`, by `driver` (whose workers write only while
-    it owns the experiment); the adapter's TuneOutcome."""
+    it owns the experiment), each logging its MLflow run live when `mlflow` (a `tracking.LiveMLflow`)
+    is given; the adapter's TuneOutcome."""
     from mmtune.search import tune_adapter as ta
 
     a, eff = plan.args, meta.effective
@@ -126,7 +128,7 @@ def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None, driver
         first=plan.space.default_params() if plan.final_share > 0 and not a.resume else None,
     )
     spec = ta.RunSpec(space=plan.space, train_overrides=plan.train_overrides, cpus_per_trial=a.cpus_per_trial,
-                      gpus_per_trial=a.gpus_per_trial, exp_dir=str(plan.exp_dir), driver=driver)
+                      gpus_per_trial=a.gpus_per_trial, exp_dir=str(plan.exp_dir), driver=driver, mlflow=mlflow)
     extras = (f", objective {a.objective}"
               + (f", time budget {format_duration(plan.budget_s)} in all, {budget_s:.0f}s of it to search"
                  if plan.budget_s and budget_s else "")
@@ -193,13 +195,16 @@ def run_sweep(args: SweepArgs) -> SweepResult:
     if plan.args.no_search:
         return _run_no_search(plan, t_start, float(deadline or t_start))
     from mmtune.search import tune_adapter as ta
+    from mmtune.search.tracking import live_mlflow
 
+    # Before Ray starts: a tracking server that cannot be reached is one line, nothing trained.
+    mlflow = live_mlflow(plan.args.tracker, plan.exp_dir, plan.name, plan.args.tracker_live)
     cluster = ta.connect(plan.args.address)
     with contextlib.ExitStack() as stack:
         try:
             driver = stack.enter_context(owner.hold(plan.exp_dir))  # one driver at a time (owner.py)
             meta = _start(plan, cluster, fit_cluster(plan, cluster), t_start)
-            outcome = _run_trials(plan, meta, _search_budget(plan, deadline), driver)
+            outcome = _run_trials(plan, meta, _search_budget(plan, deadline), driver, mlflow)
         finally:
             ta.shutdown()  # the final phase and the test split run in this process, on every CPU
         t_tuned = time.time()
