@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmtune.data.spec import MOVING_MNIST
 from mmtune.errors import MMTuneError
 from mmtune.metrics.video import MetricAccumulator, frame_to_pixel255
 
@@ -142,7 +143,7 @@ class Verdict(NamedTuple):
     baseline_mse: float  # its mse_frame
     ratio: float  # model mse_frame / baseline mse_frame (nan when either is missing)
     beats: bool  # ratio < 1
-    pixels: int = 4096  # values per frame, C * H * W (Moving MNIST's 1 x 64 x 64): the per-pixel figure's divisor
+    pixels: int = MOVING_MNIST.pixels  # values per frame, C * H * W (default Moving MNIST's 4096): the per-pixel divisor
 
     def words(self, model: str) -> str:
         """One line for the console and the report."""
@@ -155,7 +156,7 @@ class Verdict(NamedTuple):
         return f"{model}: DOES NOT BEAT the best baseline: {rel}; it has not learned to predict"
 
 
-def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]], pixels: int = 4096) -> Verdict:
+def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]], pixels: int = MOVING_MNIST.pixels) -> Verdict:
     """Compare a model's mse_frame with the best of `baselines` (``{name: metrics}`` of one split);
     `pixels` is C * H * W of a frame."""
     name, value = best_baseline(baselines)
