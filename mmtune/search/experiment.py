@@ -454,6 +454,7 @@ class SweepMeta:
     budget: dict[str, Any] | None = None  # --time-budget: budget_s, used_s, ended_by_budget, trials_started
     final: dict[str, Any] | None = None  # the final phase (`mmtune.search.final`): what it trained, from what, how long
     training_share: float | None = None  # of the machine's time in the trials and the final phase, the share spent training
+    clip_spec: dict[str, int] | None = None  # mmtune.data.spec.ClipSpec of the data (None: written before it was kept)
     schema: int = SCHEMA
 
 
@@ -588,7 +589,7 @@ def as_object(x: Any, where: str) -> dict[str, Any]:
 
 
 class Prediction(NamedTuple):
-    """Some test clips of one model: (n, T, H, W) float32 arrays in [0, 1]."""
+    """Some test clips of one model: (n, T, H, W) float32 arrays in [0, 1], (n, T, C, H, W) for C > 1."""
 
     inputs: Any
     truth: Any
@@ -611,7 +612,7 @@ def prediction_files(exp_dir: str | Path) -> dict[str, Path]:
 
 
 def read_prediction(path: str | Path) -> Prediction:
-    """One predictions file. Raises ExperimentFileError when it cannot be read or is not (n, T, H, W)."""
+    """One predictions file. Raises ExperimentFileError when it cannot be read or is not (n, T, [C,] H, W)."""
     import numpy as np
 
     name = f"{PREDICTIONS_DIR}/{Path(path).name}"
@@ -620,8 +621,8 @@ def read_prediction(path: str | Path) -> Prediction:
             arrays = [np.asarray(z[k], dtype=np.float32) for k in Prediction._fields]
     except Exception as exc:  # zipfile / KeyError / ValueError from a truncated file
         raise ExperimentFileError(f"{name} could not be read ({type(exc).__name__}: {exc})") from None
-    if any(a.ndim != 4 or len(a) == 0 for a in arrays):
-        raise ExperimentFileError(f"{name}: expected (n, T, H, W) arrays, got {[a.shape for a in arrays]}")
+    if any(a.ndim not in (4, 5) or len(a) == 0 for a in arrays):
+        raise ExperimentFileError(f"{name}: expected (n, T, [C,] H, W) arrays, got {[a.shape for a in arrays]}")
     return Prediction(*arrays)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from mmtune._hardware import machine
 from mmtune._num import as_finite
-from mmtune.data.datasets import DataConfig
+from mmtune.data.datasets import make_data_config
 from mmtune.metrics.baselines import Verdict
 from mmtune.search import owner
 from mmtune.search.budget import format_duration
@@ -83,6 +83,7 @@ def _start(plan: SweepPlan, cluster: ClusterInfo, max_concurrent: int, t_start: 
         runs=(*(prev.runs if prev else ()), RunRecord(_iso(t_start), a.resume)), status="running",
         objective=a.objective, warm_start=plan.warm.record() if plan.warm else (prev.warm_start if prev else None),
         budget={"budget_s": plan.budget_s, "budget": format_duration(plan.budget_s)} if plan.budget_s else None,
+        clip_spec=dataclasses.asdict(make_data_config(plan.space.data).spec),
     )
     write_sweep(plan.exp_dir, meta)
     return meta
@@ -92,11 +93,10 @@ def _protocol_meta(plan: SweepPlan) -> dict[str, Any] | None:
     """sweep.json's record of the protocol the sweep followed (None without one)."""
     if not plan.args.protocol:
         return None
-    from mmtune.data.datasets import DataConfig
     from mmtune.training.protocols import protocol_record
 
     overridden = ["epochs"] if plan.args.max_epochs is not None else []
-    return protocol_record(plan.args.protocol, DataConfig.from_dict(plan.space.data), overridden)
+    return protocol_record(plan.args.protocol, make_data_config(plan.space.data), overridden)
 
 
 def _search_budget(plan: SweepPlan, deadline: float | None) -> float | None:
@@ -252,7 +252,7 @@ def _final_phase(plan: SweepPlan, trials: list[TrialRecord],
     start = FinalStart({k: v for k, v in trial.config.items() if k != "optuna_trial"}, trial.trial_id, ref,
                        int(ref.metrics.get("epoch", 0)))
     threads = cpu_threads()
-    test_clips = DataConfig.from_dict(plan.space.data).test_size
+    test_clips = make_data_config(plan.space.data).test_size
     reserve = reserve_for_test_s(trials, test_clips, threads, skip_model=model)
     t0 = time.time()
     record = run_final(plan.space, plan.train_overrides, start, deadline, reserve, plan.exp_dir, threads,
