@@ -58,6 +58,17 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-size", type=int, help="val sequences (default 1000, or the protocol's)")
     p.add_argument("--test-size", type=int, help="test sequences (default 2000, or the protocol's)")
     p.add_argument("--test-file", help="path of the standard mnist_test_seq.npy to test on")
+    p.add_argument("--data", metavar="PATH",
+                   help="your own clips instead of generated Moving MNIST: a .npy, .npz or .h5 array, split into "
+                        "train/val/test by whole clips (see README, 'Your own videos')")
+    p.add_argument("--layout", help="the array's axes: NTCHW | NTHWC | NTHW | TNHW (default: detected when unambiguous)")
+    p.add_argument("--data-key", help="the array of an .npz or the dataset of an HDF5 file (default: its only one)")
+    p.add_argument("--t-in", type=int, help="input frames of a clip of --data (default 10)")
+    p.add_argument("--t-out", type=int, help="target frames of a clip of --data (default 10)")
+    p.add_argument("--stride", type=int,
+                   help="frames between windows of a longer clip of --data (default t_in + t_out: no overlap)")
+    p.add_argument("--val-fraction", type=float, help="share of the clips of --data in val (default 0.1)")
+    p.add_argument("--test-fraction", type=float, help="share of the clips of --data in test (default 0.1)")
     p.add_argument("--out", help="output folder (default runs/train-MODEL-TIME)")
     p.add_argument("--resume", help="a last.pt checkpoint to continue from (its own folder may be the --out)")
     p.add_argument("--overwrite", action="store_true",
@@ -88,24 +99,10 @@ def run_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             train[name] = getattr(args, name)
             explicit.append(name)
-    data: dict[str, Any] = {
-        "digits": args.digits, "digits_root": args.digits_root, "num_digits": args.num_digits,
-        "val_size": 1000, "test_size": 2000, "train_size": 10_000, "test_file": args.test_file,
-        "seed": args.seed, **(protocol.data if protocol else {}),
-    }
-    for name in ("val_size", "test_size"):
-        if getattr(args, name) is not None:
-            data[name] = getattr(args, name)
-            explicit.append(name)
-    if args.train_size == "online":
-        data["online"] = True
-        explicit.append("train_size")
-    elif args.train_size is not None:
-        explicit.append("train_size")
-        try:
-            data["train_size"] = int(args.train_size)
-        except ValueError:
-            raise MMTuneError(f"--train-size must be an integer or 'online', got {args.train_size!r}") from None
+    if args.data:
+        data = _array_data(args)
+    else:
+        data = _generated_data(args, protocol, explicit)
     if args.raft_weights:
         import os
 
@@ -128,6 +125,56 @@ def run_train(args: argparse.Namespace) -> int:
         for line in log_to(trackers, train_log(out)):
             print(line, file=sys.stderr)
     return 0 if summary["status"] == "completed" else 3
+
+
+# The flags of `mmtune train` that only an array file (--data) takes, and those only generated clips take.
+_ARRAY_FLAGS = ("layout", "data_key", "t_in", "t_out", "stride", "val_fraction", "test_fraction")
+_GENERATED_FLAGS = ("protocol", "train_size", "val_size", "test_size", "test_file", "digits_root")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _array_data(args: argparse.Namespace) -> dict[str, Any]:
+    """The data section of `mmtune train --data PATH ...` (an ArrayDataConfig's fields)."""
+    given = [_flag(n) for n in _GENERATED_FLAGS if getattr(args, n) is not None]
+    if given:
+        raise MMTuneError(f"{', '.join(given)} describe(s) generated Moving MNIST; with --data the file "
+                          f"decides the clips (use --t-in, --t-out, --stride, --val-fraction, --test-fraction)")
+    from mmtune.data.arrays import absolute_paths
+
+    values = {"path": args.data, "layout": args.layout, "key": args.data_key, "t_in": args.t_in,
+              "t_out": args.t_out, "stride": args.stride, "val_fraction": args.val_fraction,
+              "test_fraction": args.test_fraction, "seed": args.seed}
+    return absolute_paths({k: v for k, v in values.items() if v is not None})
+
+
+def _generated_data(args: argparse.Namespace, protocol: Any, explicit: list[str]) -> dict[str, Any]:
+    """The data section of `mmtune train` on generated Moving MNIST (a DataConfig's fields)."""
+    given = [_flag(n) for n in _ARRAY_FLAGS if getattr(args, n) is not None]
+    if given:
+        raise MMTuneError(f"{', '.join(given)} go(es) with --data PATH (an array file); generated Moving MNIST "
+                          f"is 10+10 frames of 1x64x64")
+    data: dict[str, Any] = {
+        "digits": args.digits, "digits_root": args.digits_root, "num_digits": args.num_digits,
+        "val_size": 1000, "test_size": 2000, "train_size": 10_000, "test_file": args.test_file,
+        "seed": args.seed, **(protocol.data if protocol else {}),
+    }
+    for name in ("val_size", "test_size"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+            explicit.append(name)
+    if args.train_size == "online":
+        data["online"] = True
+        explicit.append("train_size")
+    elif args.train_size is not None:
+        explicit.append("train_size")
+        try:
+            data["train_size"] = int(args.train_size)
+        except ValueError:
+            raise MMTuneError(f"--train-size must be an integer or 'online', got {args.train_size!r}") from None
+    return data
 
 
 def subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:

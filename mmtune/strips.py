@@ -18,18 +18,28 @@ _GAP = 2  # px of grey between frames and rows
 
 
 def strip_array(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """One clip's strip as a uint8 image: 4 rows (input, truth, prediction, error) of T frames.
+    """One clip's strip as a uint8 image: rows (input, truth, prediction, error) of T frames.
+
+    Frames of one channel are grey, of three channels RGB ((H, W, 3) image); any other channel
+    count gives each channel its own grey row (4 * C rows).
 
     Args:
-        inputs, truth, pred: (T, H, W) arrays in [0, 1].
+        inputs, truth, pred: (T, H, W) or (T, C, H, W) arrays in [0, 1].
     """
     rows = [inputs, truth, pred, np.abs(pred - truth)]
-    t, h, w = truth.shape
-    canvas = np.full((4 * h + 3 * _GAP, t * w + (t - 1) * _GAP), 96, np.uint8)
+    if truth.ndim == 4 and truth.shape[1] == 1:
+        rows = [r[:, 0] for r in rows]
+    elif truth.ndim == 4 and truth.shape[1] != 3:  # a grey row per channel
+        rows = [r[:, c] for r in rows for c in range(truth.shape[1])]
+    rgb = rows[0].ndim == 4  # (T, 3, H, W)
+    t, h, w = truth.shape[0], truth.shape[-2], truth.shape[-1]
+    shape = (len(rows) * h + (len(rows) - 1) * _GAP, t * w + (t - 1) * _GAP) + ((3,) if rgb else ())
+    canvas = np.full(shape, 96, np.uint8)
     for r, frames in enumerate(rows):
         for c in range(min(t, len(frames))):
             y, x = r * (h + _GAP), c * (w + _GAP)
-            canvas[y : y + h, x : x + w] = np.clip(frames[c] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            frame = np.moveaxis(frames[c], 0, -1) if rgb else frames[c]  # (H, W, 3) or (H, W)
+            canvas[y : y + h, x : x + w] = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return canvas
 
 

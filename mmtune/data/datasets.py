@@ -1,4 +1,4 @@
-"""Train / val / test splits of Moving MNIST as uint8 arrays, built from one typed DataConfig."""
+"""Train / val / test splits: generated Moving MNIST (DataConfig) or your own array file (ArrayDataConfig)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from mmtune.data.arrays import ArrayDataConfig, ArrayDataset
 from mmtune.data.digits import DIGIT_SOURCES, DigitPools, load_digits, split_digits
 from mmtune.data.moving_mnist import Clips, MotionSpec, generate, load_standard_file
+from mmtune.data.spec import MOVING_MNIST, ClipSpec
 from mmtune.errors import MMTuneError
 
-T_IN = 10  # input frames; the other 10 of the 20 are the targets
+T_IN = MOVING_MNIST.t_in  # input frames; the other 10 of the 20 are the targets
 # Counter-RNG streams: one per split, so the splits never share a sequence.
 STREAMS = {"train": 1, "val": 2, "test": 3}
 _ONLINE_STREAM0 = 1000  # online training data: epoch e uses stream 1000 + e
@@ -50,6 +52,11 @@ class DataConfig:
             raise MMTuneError(f"test file {self.test_file} does not exist; give the path of mnist_test_seq.npy")
 
     @property
+    def spec(self) -> ClipSpec:
+        """The clips' shape: Moving MNIST's 10+10 frames of 1x64x64."""
+        return MOVING_MNIST
+
+    @property
     def motion(self) -> MotionSpec:
         """The motion protocol these sequences follow."""
         return MotionSpec(num_digits=self.num_digits, speed=self.speed)
@@ -64,11 +71,28 @@ class DataConfig:
         return cls(**values)
 
 
+# The keys of a data section that name an array file (an ArrayDataConfig) rather than generated clips.
+ARRAY_KEYS = ("path", "train", "val", "test")
+
+
+def make_data_config(values: dict[str, Any]) -> DataConfig | ArrayDataConfig:
+    """A data section as its typed config: an ArrayDataConfig when it names a file, else a DataConfig."""
+    if any(values.get(k) for k in ARRAY_KEYS):
+        return ArrayDataConfig.from_dict({k: v for k, v in values.items() if v is not None})
+    return DataConfig.from_dict(values)
+
+
+def open_data(cfg: DataConfig | ArrayDataConfig) -> MovingMNIST | ArrayDataset:
+    """The dataset of a config: both have `spec`, `cfg` and `frames(split, epoch)`."""
+    return ArrayDataset(cfg) if isinstance(cfg, ArrayDataConfig) else MovingMNIST(cfg)
+
+
 class MovingMNIST:
     """The three splits of one DataConfig; generated lazily and kept in memory."""
 
     def __init__(self, cfg: DataConfig) -> None:
         self.cfg = cfg
+        self.spec = cfg.spec
         self._pools: DigitPools | None = None
         self._cache: dict[str, Clips] = {}
 

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from mmtune.data.arrays import ArrayDataConfig
 from mmtune.data.datasets import T_IN, DataConfig, MovingMNIST
 from mmtune.errors import MMTuneError
 from mmtune.flow import _cache
@@ -65,7 +66,7 @@ __all__ = [
 ]
 
 
-def check_estimator(name: str, data: DataConfig | None = None) -> None:
+def check_estimator(name: str, data: DataConfig | ArrayDataConfig | None = None) -> None:
     """Raise MMTuneError (one line: what is missing, what to do) unless `name` can run here.
 
     Args:
@@ -77,6 +78,9 @@ def check_estimator(name: str, data: DataConfig | None = None) -> None:
         raise MMTuneError(f"unknown flow estimator {name!r}; expected one of {list(FLOW_ESTIMATORS)}")
     if name == "none":
         return
+    if isinstance(data, ArrayDataConfig):  # the flow cache and estimators read generated uint8 grey clips
+        raise MMTuneError(f"flow {name!r} is offered for generated Moving MNIST only; an array file "
+                          f"({data.path or data.train}) trains with --flow none")
     get_estimator(name).check()
     if name == "oracle" and data is not None and data.test_file:
         raise MMTuneError(
@@ -85,7 +89,7 @@ def check_estimator(name: str, data: DataConfig | None = None) -> None:
         )
 
 
-def available_estimators(data: DataConfig | None = None) -> tuple[str, ...]:
+def available_estimators(data: DataConfig | ArrayDataConfig | None = None) -> tuple[str, ...]:
     """The estimators that `check_estimator` accepts here (raft_* only with their weights)."""
     ok = []
     for name in FLOW_ESTIMATORS:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmtune.data.spec import MOVING_MNIST
 from mmtune.errors import MMTuneError
 from mmtune.metrics.video import MetricAccumulator, frame_to_pixel255
 
@@ -49,7 +50,7 @@ BASELINES: dict[str, str] = {
 
 
 def baseline_prediction(name: str, x: Tensor, t_out: int, train_mean: float) -> Tensor:
-    """The prediction of baseline `name` from inputs x (B, T_in, 1, H, W): (B, t_out, 1, H, W)."""
+    """The prediction of baseline `name` from inputs x (B, T_in, C, H, W): (B, t_out, C, H, W)."""
     b, _, c, h, w = x.shape
     if name == "blank":
         return x.new_zeros(b, t_out, c, h, w)
@@ -62,20 +63,26 @@ def baseline_prediction(name: str, x: Tensor, t_out: int, train_mean: float) -> 
     raise MMTuneError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
 
 
-def train_mean_intensity(frames: np.ndarray) -> float:
-    """Mean pixel intensity in [0, 1] of uint8 frames (N, T, H, W), summed in chunks (no float copy)."""
+def train_mean_intensity(frames: Any) -> float:
+    """Mean pixel intensity in [0, 1] of uint8 frames (N, T, H, W), summed in chunks (no float copy),
+    or of an array file's windows (`mmtune.data.arrays.Windows`), read in batches."""
+    if not isinstance(frames, np.ndarray):
+        from mmtune.data.arrays import mean_intensity
+
+        return mean_intensity(frames)
     total = sum(int(frames[i : i + 1024].sum(dtype=np.int64)) for i in range(0, len(frames), 1024))
     return total / (255.0 * max(frames.size, 1))
 
 
 @torch.no_grad()
 def evaluate_baselines(
-    frames: np.ndarray, train_mean: float, t_in: int = 10, batch_size: int = 256
+    frames: Any, train_mean: float, t_in: int = 10, batch_size: int = 256
 ) -> dict[str, dict[str, Any]]:
-    """Every metric (mmtune.metrics) of every baseline on uint8 clips (N, 20, 64, 64).
+    """Every metric (mmtune.metrics) of every baseline on uint8 clips (N, 20, 64, 64) or an array file's windows.
 
     Args:
-        frames: The split's clips; the first `t_in` frames are the inputs, the rest the targets.
+        frames: The split's clips, uint8 (N, T, H, W) or `Windows` (float (N, T, C, H, W) when indexed);
+            the first `t_in` frames are the inputs, the rest the targets.
         train_mean: The training split's mean intensity in [0, 1] (see `train_mean_intensity`).
         t_in: Input frames.
         batch_size: Clips per chunk (memory only; the result does not depend on it).
@@ -83,11 +90,15 @@ def evaluate_baselines(
     Returns:
         ``{baseline: metrics}``, each metrics dict as `MetricAccumulator.compute()` returns it.
     """
-    if frames.ndim != 4 or frames.shape[1] <= t_in:
-        raise MMTuneError(f"baselines need clips (N, T > {t_in}, H, W), got shape {frames.shape}")
+    shape = tuple(frames.shape)
+    if len(shape) not in (4, 5) or shape[1] <= t_in:
+        raise MMTuneError(f"baselines need clips (N, T > {t_in}, [C,] H, W), got shape {shape}")
     accs = {name: MetricAccumulator() for name in BASELINES}
     for lo in range(0, len(frames), batch_size):
-        clip = torch.from_numpy(np.ascontiguousarray(frames[lo : lo + batch_size])).float().div_(255).unsqueeze(2)
+        if isinstance(frames, np.ndarray):
+            clip = torch.from_numpy(np.ascontiguousarray(frames[lo : lo + batch_size])).float().div_(255).unsqueeze(2)
+        else:  # windows of an array file: (B, T, C, H, W) float32 in [0, 1]
+            clip = torch.from_numpy(frames[np.arange(lo, min(lo + batch_size, len(frames)))])
         x, y = clip[:, :t_in], clip[:, t_in:]
         for name, acc in accs.items():
             acc.update(baseline_prediction(name, x, y.shape[1], train_mean), y)
@@ -107,7 +118,7 @@ def split_baselines(data: Any, splits: tuple[str, ...] = ("val", "test")) -> dic
     """The baselines of every split a run evaluates, as written to test_metrics.json / baselines.json.
 
     Args:
-        data: A `mmtune.data.datasets.MovingMNIST` (anything with ``frames(split)``).
+        data: A `MovingMNIST` or `ArrayDataset` (anything with ``frames(split)`` and ``spec``).
         splits: The evaluated splits.
 
     Returns:
@@ -116,10 +127,11 @@ def split_baselines(data: Any, splits: tuple[str, ...] = ("val", "test")) -> dic
         (epoch 0's clips when the training data is drawn online).
     """
     train_mean = train_mean_intensity(data.frames("train"))
+    t_in = data.spec.t_in
     out: dict[str, Any] = {"train_mean": train_mean, "descriptions": dict(BASELINES), "splits": {}}
     for split in splits:
         frames = data.frames(split)
-        out["splits"][split] = {"size": int(len(frames)), "metrics": evaluate_baselines(frames, train_mean)}
+        out["splits"][split] = {"size": int(len(frames)), "metrics": evaluate_baselines(frames, train_mean, t_in)}
     return out
 
 
@@ -131,20 +143,22 @@ class Verdict(NamedTuple):
     baseline_mse: float  # its mse_frame
     ratio: float  # model mse_frame / baseline mse_frame (nan when either is missing)
     beats: bool  # ratio < 1
+    pixels: int = MOVING_MNIST.pixels  # values per frame, C * H * W (default Moving MNIST's 4096): the per-pixel divisor
 
     def words(self, model: str) -> str:
         """One line for the console and the report."""
         if not math.isfinite(self.ratio):
             return f"{model}: no baseline comparison (a test MSE or the baselines are missing)"
-        rel = (f"test mse_frame {self.mse_frame:.1f} (per-frame; {frame_to_pixel255(self.mse_frame):.0f} per-pixel "
+        rel = (f"test mse_frame {self.mse_frame:.1f} (per-frame; {frame_to_pixel255(self.mse_frame, self.pixels):.0f} per-pixel "
                f"0-255) = {self.ratio:.2f}x the best baseline ({self.baseline}, mse_frame {self.baseline_mse:.1f})")
         if self.beats:
             return f"{model}: {rel}"
         return f"{model}: DOES NOT BEAT the best baseline: {rel}; it has not learned to predict"
 
 
-def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]]) -> Verdict:
-    """Compare a model's mse_frame with the best of `baselines` (``{name: metrics}`` of one split)."""
+def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]], pixels: int = MOVING_MNIST.pixels) -> Verdict:
+    """Compare a model's mse_frame with the best of `baselines` (``{name: metrics}`` of one split);
+    `pixels` is C * H * W of a frame."""
     name, value = best_baseline(baselines)
     ratio = model_mse_frame / value if math.isfinite(model_mse_frame) and value > 0 else math.nan
-    return Verdict(float(model_mse_frame), name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0))
+    return Verdict(float(model_mse_frame), name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0), int(pixels))

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmtune.data.spec import MOVING_MNIST
 from mmtune.errors import MMTuneError
 
 __all__ = [
@@ -62,7 +63,7 @@ _SSIM_K1 = 0.01
 _SSIM_K2 = 0.03
 
 
-def frame_to_pixel255(x: float, pixels: int = 4096) -> float:
+def frame_to_pixel255(x: float, pixels: int = MOVING_MNIST.pixels) -> float:
     """Convert an OpenSTL per-frame MSE to a per-pixel MSE on the 0-255 scale.
 
     Args:
@@ -75,7 +76,7 @@ def frame_to_pixel255(x: float, pixels: int = 4096) -> float:
     return x * _SCALE255_SQ / pixels
 
 
-def pixel255_to_frame(x: float, pixels: int = 4096) -> float:
+def pixel255_to_frame(x: float, pixels: int = MOVING_MNIST.pixels) -> float:
     """Convert a per-pixel MSE on the 0-255 scale to an OpenSTL per-frame MSE.
 
     Args:

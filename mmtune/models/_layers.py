@@ -44,13 +44,26 @@ def check_positive(name: str, value: object) -> None:
 
 
 def check_common(
-    in_channels: object, t_in: object, t_out: object, model: str, allowed_in: Sequence[int] = (1,)
+    in_channels: object, t_in: object, t_out: object, model: str, out_channels: object = 1, flow: bool = False
 ) -> None:
-    """Validate the fields every config carries: `in_channels`, `t_in` and `t_out`."""
-    why = "" if len(allowed_in) > 1 else f"{model} takes the frame only, no flow channels"
+    """Validate the fields every config carries: `in_channels`, `out_channels`, `t_in` and `t_out`.
+
+    `in_channels` is the frame's `out_channels`, plus 2 optical-flow channels where the model takes `flow`.
+    """
+    check_int("out_channels", out_channels)
+    assert isinstance(out_channels, int)
+    allowed_in = (out_channels, out_channels + 2) if flow else (out_channels,)
+    why = (f"the frame's {out_channels} channel(s), or those + 2 flow channels" if flow
+           else f"{model} takes the frame's {out_channels} channel(s) only, no flow channels")
     check_choice("in_channels", in_channels, allowed_in, why=why)
     check_int("t_in", t_in)
     check_int("t_out", t_out)
+
+
+def check_divides(model: str, height: int, width: int, multiple: int, why: str) -> None:
+    """Raise unless `multiple` divides the frame's height and width (`why` names the architecture's reason)."""
+    if height % multiple or width % multiple:
+        raise MMTuneError(f"{model} needs H and W divisible by {multiple} ({why}), got {height}x{width}")
 
 
 def check_input(x: torch.Tensor, t_in: int, in_channels: int, multiple: int, model: str) -> None:

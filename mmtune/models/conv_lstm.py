@@ -25,6 +25,7 @@ from mmtune.models._layers import (
     ConvNormAct,
     check_choice,
     check_common,
+    check_divides,
     check_input,
     check_int,
     num_groups,
@@ -46,9 +47,12 @@ class ConvLSTMConfig:
         hidden: Hidden channels of each ConvLSTM cell.
         kernel_size: Kernel of the ConvLSTM cells' convolutions; one of 3, 5, 7.
         skip: Feed the last input frame's conv features to the deconvs.
-        in_channels: Channels per input frame; only 1 (the frame, no optical flow).
+        in_channels: Channels per input frame; only out_channels (the frame, no optical flow).
         t_in: Input frames.
         t_out: Predicted frames.
+        out_channels: Channels of a frame (the data's; the prediction has them).
+        height: Frame height (the data's); even, the cells run at half size.
+        width: Frame width (the data's); even.
     """
 
     n_f: int = 32
@@ -58,13 +62,19 @@ class ConvLSTMConfig:
     in_channels: int = 1
     t_in: int = 10
     t_out: int = 10
+    out_channels: int = 1
+    height: int = 64
+    width: int = 64
 
     def __post_init__(self) -> None:
         check_int("n_f", self.n_f)
         check_int("hidden", self.hidden)
         check_choice("kernel_size", self.kernel_size, KERNEL_SIZES)
         check_choice("skip", self.skip, (True, False))
-        check_common(self.in_channels, self.t_in, self.t_out, "conv_lstm")
+        check_common(self.in_channels, self.t_in, self.t_out, "conv_lstm", self.out_channels)
+        check_int("height", self.height)
+        check_int("width", self.width)
+        check_divides("conv_lstm", self.height, self.width, 2, "the ConvLSTM cells run at half size")
 
 
 class ConvLSTMCell(nn.Module):
@@ -111,10 +121,10 @@ class ConvLSTM(nn.Module):
             nn.GroupNorm(num_groups(n_f, 4), n_f),
             _LeakyReLU(),
         )
-        self.deconv2 = nn.ConvTranspose2d(n_f + extra, 1, 4, stride=2, padding=1)
+        self.deconv2 = nn.ConvTranspose2d(n_f + extra, cfg.out_channels, 4, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict (B, t_out, 1, H, W) from x of shape (B, t_in, in_channels, H, W)."""
+        """Predict (B, t_out, out_channels, H, W) from x of shape (B, t_in, in_channels, H, W)."""
         check_input(x, self.cfg.t_in, self.cfg.in_channels, 2, "conv_lstm")
         b, t, c, height, width = x.shape
         f1 = self.conv1(x.reshape(b * t, c, height, width))  # (B*t_in, n_f, H/2, W/2)
@@ -147,8 +157,8 @@ class ConvLSTM(nn.Module):
             y = torch.cat([y, _repeat(last1, n)], dim=1)  # (B*t_out, 2 n_f, H/2, W/2)
         else:
             y = self.deconv1(y)  # (B*t_out, n_f, H/2, W/2)
-        y = torch.sigmoid(self.deconv2(y))  # (B*t_out, 1, H, W)
-        return y.view(b, n, 1, height, width)
+        y = torch.sigmoid(self.deconv2(y))  # (B*t_out, out_channels, H, W)
+        return y.view(b, n, self.cfg.out_channels, height, width)
 
 
 def _repeat(f: torch.Tensor, n: int) -> torch.Tensor:

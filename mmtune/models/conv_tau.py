@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmtune.data.moving_mnist import FRAME_SIZE
 from mmtune.errors import MMTuneError
 from mmtune.models._layers import (
     ConvNormAct,
@@ -42,8 +41,16 @@ from mmtune.models.registry import register_model
 
 KERNEL_SIZES = (3, 5, 7)
 OUTPUTS = ("linear", "sigmoid")
-# Every second encoder layer halves H and W, so 2^(N_S/2) must divide the frame: 64 = 2^6 allows N_S <= 12.
-MAX_N_S = 2 * ((FRAME_SIZE & -FRAME_SIZE).bit_length() - 1)
+
+
+def max_n_s(height: int, width: int) -> int:
+    """The deepest encoder a frame allows: every second layer halves H and W, so 2^(N_S/2) must divide
+    both (64 = 2^6 allows N_S <= 12; 24 = 2^3 * 3 allows 6)."""
+    both = math.gcd(height, width)
+    return 2 * ((both & -both).bit_length() - 1)
+
+
+MAX_N_S = max_n_s(64, 64)  # Moving MNIST's frames
 
 
 @dataclass(frozen=True)
@@ -54,18 +61,21 @@ class ConvTAUConfig:
         hid_S: Channels of the spatial encoder/decoder.
         hid_T: Channels of the temporal translator.
         N_S: Encoder (and decoder) layers; even, every second one halves (doubles) H and W, so at
-            most 12 for 64x64 frames.
+            most 12 for 64x64 frames (see `max_n_s`).
         N_T: TAU blocks in the translator.
         enc_kernel: Kernel of the encoder convs; one of 3, 5, 7.
         dec_kernel: Kernel of the decoder convs; one of 3, 5, 7.
         mlp_ratio: Hidden width of each block's MLP, as a multiple of hid_T.
         drop_path: Stochastic-depth rate of the last TAU block (linear from 0), in [0, 1).
-        in_channels: Channels per input frame: 1 (the frame) or 3 (frame + 2 optical flow).
+        in_channels: Channels per input frame: out_channels (the frame) or out_channels + 2 (+ optical flow).
         output: "linear" (OpenSTL: the readout as it is, clamped to [0, 1] at evaluation) or
             "sigmoid" (squashed into (0, 1), which never reaches a black 0 and so leaves the
             background grey: val SSIM 0.075 against 0.37 for linear at the parity budget).
         t_in: Input frames.
         t_out: Predicted frames; must equal t_in (the translator maps frames to frames).
+        out_channels: Channels of a frame (the data's; the prediction has them).
+        height: Frame height (the data's).
+        width: Frame width (the data's).
     """
 
     hid_S: int = 64
@@ -80,6 +90,9 @@ class ConvTAUConfig:
     output: str = "linear"
     t_in: int = 10
     t_out: int = 10
+    out_channels: int = 1
+    height: int = 64
+    width: int = 64
 
     def __post_init__(self) -> None:
         check_int("hid_S", self.hid_S)
@@ -92,15 +105,18 @@ class ConvTAUConfig:
             or self.N_S % 2
         ):
             raise MMTuneError(f"N_S must be an even number ≥ 2, got {self.N_S!r}")
-        if self.N_S > MAX_N_S:  # found now, not at the first batch
-            raise MMTuneError(f"N_S must be at most {MAX_N_S} for {FRAME_SIZE}x{FRAME_SIZE} frames "
+        check_int("height", self.height)
+        check_int("width", self.width)
+        deepest = max_n_s(self.height, self.width)
+        if self.N_S > deepest:  # found now, not at the first batch
+            raise MMTuneError(f"N_S must be at most {deepest} for {self.height}x{self.width} frames "
                               f"(each second layer halves H and W), got {self.N_S!r}")
         check_int("N_T", self.N_T)
         check_choice("enc_kernel", self.enc_kernel, KERNEL_SIZES)
         check_choice("dec_kernel", self.dec_kernel, KERNEL_SIZES)
         check_positive("mlp_ratio", self.mlp_ratio)
         check_fraction("drop_path", self.drop_path)
-        check_common(self.in_channels, self.t_in, self.t_out, "conv_tau", allowed_in=(1, 3))
+        check_common(self.in_channels, self.t_in, self.t_out, "conv_tau", self.out_channels, flow=True)
         if self.t_out != self.t_in:
             raise MMTuneError(f"t_out must equal t_in ({self.t_in}) for conv_tau, got {self.t_out}")
 
@@ -260,8 +276,8 @@ class ConvTAU(nn.Module):
     """SimVP encoder → TAU translator over frames stacked in channels → decoder.
 
     The output is linear (`output="linear"`, as OpenSTL's; evaluation clamps it to [0, 1]) or
-    a sigmoid. With `in_channels=3` the input carries two optical-flow channels after the
-    frame; the prediction is the frame only.
+    a sigmoid. With `in_channels = out_channels + 2` the input carries two optical-flow channels
+    after the frame; the prediction is the frame only.
     """
 
     def __init__(self, cfg: ConvTAUConfig) -> None:
@@ -271,18 +287,18 @@ class ConvTAU(nn.Module):
         self.translator = Translator(
             cfg.t_in * cfg.hid_S, cfg.hid_T, cfg.N_T, cfg.mlp_ratio, cfg.drop_path
         )
-        self.decoder = Decoder(cfg.hid_S, 1, cfg.N_S, cfg.dec_kernel)
+        self.decoder = Decoder(cfg.hid_S, cfg.out_channels, cfg.N_S, cfg.dec_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict (B, t_out, 1, H, W) from x of shape (B, t_in, in_channels, H, W)."""
+        """Predict (B, t_out, out_channels, H, W) from x of shape (B, t_in, in_channels, H, W)."""
         check_input(x, self.cfg.t_in, self.cfg.in_channels, 2 ** (self.cfg.N_S // 2), "conv_tau")
         b, t, c, height, width = x.shape
         z, skip = self.encoder(x.reshape(b * t, c, height, width))  # (B*T, hid_S, h, w)
         hid = self.translator(z.reshape(b, -1, *z.shape[2:]))  # (B, T*hid_S, h, w)
-        y = self.decoder(hid.reshape(z.shape), skip)  # (B*T, 1, H, W)
+        y = self.decoder(hid.reshape(z.shape), skip)  # (B*T, out_channels, H, W)
         if self.cfg.output == "sigmoid":
             y = torch.sigmoid(y)
-        return y.view(b, t, 1, height, width)
+        return y.view(b, t, self.cfg.out_channels, height, width)
 
 
 @register_model(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmtune.data.moving_mnist import FRAME_SIZE  # the dense layers fix the frame size: 64 × 64 = 4096 inputs
 from mmtune.errors import MMTuneError
 from mmtune.models._layers import check_common, check_fraction, check_input, check_int
 from mmtune.models.registry import register_model
@@ -34,9 +33,12 @@ class SimpleLSTMConfig:
         hidden: LSTM hidden size.
         num_layers: Stacked LSTM layers.
         dropout: Dropout after each hidden dense layer and between LSTM layers, in [0, 1).
-        in_channels: Channels per input frame; only 1 (the frame, no optical flow).
+        in_channels: Channels per input frame; only out_channels (the frame, no optical flow).
         t_in: Input frames.
         t_out: Predicted frames.
+        out_channels: Channels of a frame (the data's; the prediction has them).
+        height: Frame height (the data's): the dense layers fix the frame size.
+        width: Frame width (the data's).
     """
 
     dense1: int = 1024
@@ -47,21 +49,29 @@ class SimpleLSTMConfig:
     in_channels: int = 1
     t_in: int = 10
     t_out: int = 10
+    out_channels: int = 1
+    height: int = 64
+    width: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("dense1", "dense2", "hidden", "num_layers"):
+        for name in ("dense1", "dense2", "hidden", "num_layers", "height", "width"):
             check_int(name, getattr(self, name))
         check_fraction("dropout", self.dropout)
-        check_common(self.in_channels, self.t_in, self.t_out, "simple_lstm")
+        check_common(self.in_channels, self.t_in, self.t_out, "simple_lstm", self.out_channels)
+
+    @property
+    def pixels(self) -> int:
+        """Values of one frame, C * H * W: the dense layers' outer width."""
+        return self.out_channels * self.height * self.width
 
 
 class FrameEncoder(nn.Module):
     """Flattened frame → dense1 → ReLU → dense2 → ReLU."""
 
-    def __init__(self, dense1: int, dense2: int, dropout: float) -> None:
+    def __init__(self, pixels: int, dense1: int, dense2: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(FRAME_SIZE * FRAME_SIZE, dense1),
+            nn.Linear(pixels, dense1),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(dense1, dense2),
@@ -70,14 +80,14 @@ class FrameEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (..., 4096) -> (..., dense2)
+        # (..., C*H*W) -> (..., dense2)
         return self.net(x)
 
 
 class FrameDecoder(nn.Module):
-    """LSTM output → dense2 → ReLU → dense1 → ReLU → 4096 → sigmoid (pixels in [0, 1])."""
+    """LSTM output → dense2 → ReLU → dense1 → ReLU → C*H*W → sigmoid (pixels in [0, 1])."""
 
-    def __init__(self, hidden: int, dense2: int, dense1: int, dropout: float) -> None:
+    def __init__(self, hidden: int, dense2: int, dense1: int, dropout: float, pixels: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(hidden, dense2),
@@ -86,12 +96,12 @@ class FrameDecoder(nn.Module):
             nn.Linear(dense2, dense1),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(dense1, FRAME_SIZE * FRAME_SIZE),
+            nn.Linear(dense1, pixels),
             nn.Sigmoid(),
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        # (..., hidden) -> (..., 4096)
+        # (..., hidden) -> (..., C*H*W)
         return self.net(h)
 
 
@@ -106,7 +116,7 @@ class SimpleLSTM(nn.Module):
     def __init__(self, cfg: SimpleLSTMConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = FrameEncoder(cfg.dense1, cfg.dense2, cfg.dropout)
+        self.encoder = FrameEncoder(cfg.pixels, cfg.dense1, cfg.dense2, cfg.dropout)
         self.lstm = nn.LSTM(
             cfg.dense2,
             cfg.hidden,
@@ -115,23 +125,24 @@ class SimpleLSTM(nn.Module):
             # nn.LSTM only drops out between layers, and warns if asked to with one layer
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
-        self.decoder = FrameDecoder(cfg.hidden, cfg.dense2, cfg.dense1, cfg.dropout)
+        self.decoder = FrameDecoder(cfg.hidden, cfg.dense2, cfg.dense1, cfg.dropout, cfg.pixels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict (B, t_out, 1, 64, 64) from x of shape (B, t_in, 1, 64, 64)."""
-        check_input(x, self.cfg.t_in, self.cfg.in_channels, FRAME_SIZE, "simple_lstm")
+        """Predict (B, t_out, C, H, W) from x of shape (B, t_in, C, H, W), H x W the config's."""
+        cfg = self.cfg
+        check_input(x, cfg.t_in, cfg.in_channels, 1, "simple_lstm")
         b, t = x.shape[:2]
-        if x.shape[3:] != (FRAME_SIZE, FRAME_SIZE):
-            raise MMTuneError(f"simple_lstm expects 64 × 64 frames, got {tuple(x.shape[3:])}")
+        if x.shape[3:] != (cfg.height, cfg.width):
+            raise MMTuneError(f"simple_lstm expects {cfg.height} × {cfg.width} frames, got {tuple(x.shape[3:])}")
         z = self.encoder(x.reshape(b, t, -1))  # (B, t_in, dense2)
         out, state = self.lstm(z)  # (B, t_in, hidden)
-        frame = self.decoder(out[:, -1])  # (B, 4096)
+        frame = self.decoder(out[:, -1])  # (B, C*H*W)
         frames = [frame]
         for _ in range(self.cfg.t_out - 1):
             out, state = self.lstm(self.encoder(frame).unsqueeze(1), state)  # (B, 1, hidden)
-            frame = self.decoder(out[:, -1])  # (B, 4096)
+            frame = self.decoder(out[:, -1])  # (B, C*H*W)
             frames.append(frame)
-        return torch.stack(frames, dim=1).view(b, self.cfg.t_out, 1, FRAME_SIZE, FRAME_SIZE)
+        return torch.stack(frames, dim=1).view(b, cfg.t_out, cfg.out_channels, cfg.height, cfg.width)
 
 
 @register_model(

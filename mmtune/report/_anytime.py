@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mmtune.data.datasets import DataConfig
+from mmtune.data.datasets import ARRAY_KEYS, DataConfig
 from mmtune.report._load import Experiment
 from mmtune.report._plot import empty_figure, run_colors
 from mmtune.report._summary import _timestamp
@@ -151,6 +151,8 @@ def data_train_size(exp: Experiment) -> int | None:
     data = dict(exp.space.get("data") or {}) if isinstance(exp.space, dict) else {}
     if exp.sweep is not None and exp.sweep.protocol:
         data.update(exp.sweep.protocol.get("data") or {})
+    if any(data.get(k) for k in ARRAY_KEYS):  # an array file: its window count is in each epoch's train_samples
+        return None
     size = data.get("train_size", DataConfig.__dataclass_fields__["train_size"].default)
     return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 

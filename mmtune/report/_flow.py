@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 import plotly.graph_objects as go
 
-from mmtune.models import flow_models
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
 from mmtune.report._load import Experiment, trial_table
 from mmtune.report._plot import empty_figure
@@ -37,17 +36,20 @@ class FlowInfo(NamedTuple):
 
 
 def get_flow_info(exp: Experiment) -> FlowInfo:
-    """Group the trials of the model that has a `*flow` parameter (a model that takes flow first) by its value."""
+    """Group the trials of the model that has a `*flow` parameter (a model's own one first) by its value."""
     trials = trial_table(exp.results)
     cols = [c for c in trials.columns if c.startswith("config/") and c.rsplit(".", 1)[-1].endswith("flow")
             and trials[c].notna().any()]
     if not cols:
         return FlowInfo(None, None, [], "The sweep did not search a flow parameter.")
-    takes_flow = flow_models()
-    col = next((c for c in cols if c[len("config/"):].split(".", 1)[0] in takes_flow), cols[0])
+    # A model's own flow parameter (config/MODEL.flow: only a model that takes flow has one) first; else
+    # the shared one, for the first model whose trials tried more than one value of it.
+    col = next((c for c in cols if "." in c[len("config/"):]), cols[0])
     sub = trials[trials[col].notna()]
     models = list(sub["model"].unique())
-    model = next((m for m in models if m in takes_flow), models[0])
+    own = col[len("config/"):].split(".", 1)[0] if "." in col[len("config/"):] else None
+    model = own if own in models else next(
+        (m for m in models if sub.loc[sub["model"] == m, col].astype(str).nunique() > 1), models[0])
     sub = sub[sub["model"] == model]
     choices = []
     for choice, g in sub.groupby(sub[col].astype(str), sort=True):

@@ -16,7 +16,7 @@ _LABEL_H = 14
 
 
 class FramesInfo(NamedTuple):
-    """One test clip of one model: (T, H, W) arrays in [0, 1]."""
+    """One test clip of one model: (T, H, W) arrays in [0, 1] ((T, C, H, W) for C > 1)."""
 
     model: str
     inputs: np.ndarray
@@ -31,7 +31,8 @@ def get_frames_info(exp: Experiment, model: str, clip: int = 0) -> FramesInfo | 
     if arrays is None:
         return None
     inputs, truth, pred = (np.clip(np.nan_to_num(a[min(clip, len(a) - 1)]), 0.0, 1.0) for a in arrays)
-    mse = float(((pred - truth) ** 2).sum(axis=(-2, -1)).mean())
+    per_frame = tuple(range(1, truth.ndim))  # (H, W), or (C, H, W)
+    mse = float(((pred - truth) ** 2).sum(axis=per_frame).mean())
     return FramesInfo(model, inputs, truth, pred, mse)
 
 
@@ -41,6 +42,8 @@ def strip_png(info: FramesInfo) -> bytes:
 
 
 def _panel(frame: np.ndarray, label: str) -> Image.Image:
+    if frame.ndim == 3:  # (C, H, W): the animation is grey, the channels' mean (the strip shows each)
+        frame = frame.mean(axis=0)
     img = Image.fromarray(np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8))
     img = img.resize((img.width * _SCALE, img.height * _SCALE), Image.Resampling.NEAREST)
     out = Image.new("L", (img.width, img.height + _LABEL_H), 40)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
 
 from mmtune.errors import MMTuneError
@@ -32,6 +31,7 @@ from mmtune.search.experiment import (
     Prediction,
     SweepMeta,
     TestResult,
+    best_row,
     prediction_files,
     read_baselines,
     read_best_configs,
@@ -145,23 +145,20 @@ def trial_table(results: pd.DataFrame) -> pd.DataFrame:
     outcomes = trial_outcomes(results)
     rows = []
     for (model, tid), g in results.groupby(["model", "trial_id"], sort=True):
-        last = g.iloc[-1]
-        vals = g["val_mse"]
-        ok = vals[np.isfinite(vals.to_numpy(dtype=float))]
-        best_i = ok.idxmin() if len(ok) else g.index[-1]
+        last, best = g.iloc[-1], best_row(g)
         seconds = float(g["time_this_iter_s"].sum(skipna=True)) if g["time_this_iter_s"].notna().any() else math.nan
         row = {
             "trial_id": str(tid),
             "model": str(model),
             "outcome": outcomes[str(tid)],
             "epochs": int(g["epoch"].max()) if g["epoch"].notna().any() else 0,
-            "best_epoch": int(g.loc[best_i, "epoch"]) if len(ok) else None,
-            "best_val_mse": float(ok.min()) if len(ok) else math.nan,
+            "best_epoch": int(best["epoch"]) if best is not None else None,
+            "best_val_mse": float(best["val_mse"]) if best is not None else math.nan,
             "hours": seconds / 3600.0,
             "error": last["error"] if isinstance(last["error"], str) else "",
         }
         for c in g.columns:
             if c.startswith("config/") or c in ("val_mse_pixel255", "val_mae", "val_ssim", "val_psnr", "node_ip", "hostname"):
-                row[c] = g.loc[best_i, c]
+                row[c] = (best if best is not None else last)[c]
         rows.append(row)
     return pd.DataFrame(rows)

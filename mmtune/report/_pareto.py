@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from mmtune._num import as_finite, is_finite
 from mmtune.report._plot import empty_figure, model_colors
+from mmtune.search.experiment import best_row
 
 _TITLE = "Accuracy against cost: best val MSE/frame of each trial"
 COSTS = {"flops_per_sample": "GFLOPs per training sample", "params": "parameters (M)"}
@@ -62,13 +63,12 @@ def _per_trial(results: pd.DataFrame) -> list[dict[str, Any]]:
     """One dict per trial with a finite best val MSE and its cost columns (best epoch's row)."""
     out = []
     for (model, tid), g in results.groupby(["model", "trial_id"], sort=True):
-        vals = pd.to_numeric(g["val_mse"], errors="coerce")
-        if not vals.notna().any():
+        best = best_row(g)
+        if best is None:
             continue
-        best = g.loc[vals.idxmin()]
         sps = pd.to_numeric(g.get("train_samples_per_s", pd.Series(dtype=float)), errors="coerce")
         out.append({
-            "trial_id": str(tid), "model": str(model), "val_mse": float(vals.min()),
+            "trial_id": str(tid), "model": str(model), "val_mse": float(best["val_mse"]),
             "flops_per_sample": as_finite(best.get("flops_per_sample")), "params": as_finite(best.get("params")),
             "train_samples_per_s": float(sps.median()) if sps.notna().any() else math.nan,
             "infer_ms_per_clip": as_finite(best.get("infer_ms_per_clip")),

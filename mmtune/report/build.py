@@ -9,6 +9,7 @@ from pathlib import Path
 from mmtune._hardware import gpu_name
 from mmtune._io import atomic_write_bytes
 from mmtune._num import is_finite
+from mmtune.data.spec import MOVING_MNIST, ClipSpec
 from mmtune.errors import MMTuneError
 from mmtune.report._anytime import TITLE as ANYTIME_TITLE
 from mmtune.report._anytime import AnytimeInfo, anytime_of, draw_anytime
@@ -24,6 +25,7 @@ from mmtune.report._leaderboard import (
     BaselineInfo,
     LeaderboardInfo,
     ReferenceInfo,
+    clip_spec,
     draw_reference,
     get_baseline_info,
     get_leaderboard_info,
@@ -107,12 +109,16 @@ def _summary_html(s: SummaryInfo, exp: Experiment) -> str:
             + f'<div class="frames"><div>{hw}</div><div>{vers}</div></div>' + extra)
 
 
-def _units_html() -> str:
+def _units_html(spec: ClipSpec = MOVING_MNIST) -> str:
+    """The two MSE conventions, for this sweep's clip size (C x H x W values per frame)."""
+    values = (f"{spec.height}×{spec.width} pixels" if spec.channels == 1
+              else f"{spec.channels}×{spec.height}×{spec.width} values")
     return ('<div class="units"><b>Two MSE conventions.</b> '
-            f"<b>{esc(MSE_FRAME_LABEL)}</b>: per frame, the sum over the 64×64 pixels of the squared error "
+            f"<b>{esc(MSE_FRAME_LABEL)}</b>: per frame, the sum over the {values} of the squared error "
             "with pixels in [0, 1], averaged over frames (OpenSTL, SimVP, TAU). "
             f"<b>{esc(MSE_PIXEL_LABEL)}</b>: the mean squared error per pixel on the 0–255 scale "
-            "(the reference report's table). MSE/pixel = MSE/frame × 65025 / 4096 ≈ MSE/frame × 15.875.</div>")
+            f"(the reference report's table). MSE/pixel = MSE/frame × 65025 / {spec.pixels} "
+            f"≈ MSE/frame × {65025 / spec.pixels:.3f}.</div>")
 
 
 def _leaderboard_html(info: LeaderboardInfo) -> str:
@@ -305,7 +311,7 @@ def _top_sections(exp: Experiment, top_k: int, fig: _Figures) -> list[str]:
         body.append("<h3>What the experiment directory lacks</h3>" + notes_list(exp.notes))
     base = get_baseline_info(exp)
     body.append("<h2>Against the trivial baselines</h2>" + _verdict_html(base))
-    body.append(_units_html())
+    body.append(_units_html(clip_spec(exp)))
     body.append("<h2>Leaderboard</h2>" + _leaderboard_html(get_leaderboard_info(exp, top_k))
                 + "<h3>Trivial baselines (no training)</h3>" + _baselines_html(base))
     ref = get_reference_info(exp)

@@ -4,7 +4,15 @@ The driver writes the tracker runs after a sweep (or `mmtune train`) from the fi
 already written (results.parquet, sweep.json, best_configs.json, test_metrics.json, baselines.json,
 report.html; a train run's test_metrics.json and history.json), with the tracker's own SDK. No Ray
 callback is involved, so the trials of every node are logged alike, from the shared results, and
-only the driver needs to reach the tracker.
+only the driver needs to reach the tracker. On an MLflow store that every node can write (a tracking
+server; `mmtune.search.tracking`), each trial has logged its own run live, from its node: the driver
+then logs the parent run and completes those runs (outcome, status, parent), adding only what they lack.
+
+Logging a folder again (`mmtune report EXP --tracker ...`, a resumed sweep) updates its runs rather
+than doubling them: an MLflow run is found again by its `mmtune.source` tag and its key (the trial id,
+or the kind of run), and gets only the steps, params and metrics it lacks; a W&B run has an id made
+from the experiment, the trial and the folder (`wandb_run_id`), resumed rather than created again,
+and its earlier offline copy is replaced.
 
 - A sweep is one MLflow experiment (or one W&B group) named after it. Each trial is a run: its
   sampled parameters, every epoch's metrics (the names of results.parquet: `val_mse` per frame,
@@ -24,11 +32,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
-import logging
 import math
 import os
+import re
 import shutil
 import socket
 import time
@@ -42,7 +51,6 @@ from mmtune.errors import MMTuneError
 from mmtune.search.experiment import (
     BASELINES_FILE,
     BEST_CONFIGS_FILE,
-    COST_COLUMNS,
     RESULTS_FILE,
     SPACE_FILE,
     SWEEP_FILE,
@@ -55,17 +63,23 @@ from mmtune.search.experiment import (
     read_test_metrics,
     trial_outcomes,
 )
+from mmtune.search.tracking import (  # what the trials' live runs and the driver's runs share
+    EPOCH_METRICS,
+    KIND_TAG,
+    LIVE_TAG,
+    SOURCE_TAG,
+    experiment_id,
+    find_runs,
+    logged_steps,
+    mlflow_client,
+    mlflow_uri,
+)
+from mmtune.search.tracking import finite as _finite
 
 # Tracker name -> (the module it needs, what the value after `=` is).
 TRACKERS = {"mlflow": ("mlflow", "URI"), "wandb": ("wandb", "PROJECT")}
-MLFLOW_DB = "mlflow.db"  # the default store, inside the experiment (or train) folder
-MLFLOW_ARTIFACTS = "mlartifacts"  # beside a SQLite store: the artifacts of its experiments
 WANDB_PROJECT = "mmtune"
 TRAIN_EXPERIMENT = "mmtune-train"  # the MLflow experiment (W&B group) of `mmtune train` runs
-SOURCE_TAG = "mmtune.source"  # the folder a run was logged from: logging it again replaces its runs
-# results.parquet's per-epoch metrics, logged at step = epoch under the same names.
-EPOCH_METRICS = ("val_mse", "val_mse_pixel255", "val_mae", "val_ssim", "val_psnr", "train_loss",
-                 "train_seconds", "epoch_seconds", "train_samples", *COST_COLUMNS)
 # A train run's history.json `val` keys -> the names the sweep's rows give them (trial_log.TrialLog.row).
 VAL_NAMES = {"mse_frame": "val_mse", "mse_pixel255": "val_mse_pixel255", "mae_frame": "val_mae",
              "ssim": "val_ssim", "psnr": "val_psnr"}
@@ -269,18 +283,6 @@ def _first(col: Any) -> Any:
     return v.item() if hasattr(v, "item") else v  # numpy scalars as Python numbers
 
 
-def _finite(d: dict[str, Any]) -> dict[str, float]:
-    """The entries that are finite numbers, as floats (lists, strings, None and NaN left out)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, (bool, str, list, tuple, dict)) or v is None:
-            continue
-        f = as_finite(v)
-        if not math.isnan(f):
-            out[k] = f
-    return out
-
-
 def _timestamp(x: Any) -> float | None:
     t = as_finite(x)
     return None if math.isnan(t) else t
@@ -322,45 +324,51 @@ def log_to(trackers: list[Tracker], log: ExperimentLog) -> list[str]:
     return lines
 
 
-def mlflow_uri(value: str | None, home: Path) -> str:
-    """The tracking URI of `--tracker mlflow[=VALUE]`: a URI as given, a path as its SQLite file, and
-    by default `home`/mlflow.db."""
-    if value is None:
-        return f"sqlite:///{(home / MLFLOW_DB).resolve()}"
-    if "://" in value or value.startswith("databricks"):
-        return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
+def _key(tags: dict[str, str]) -> str:
+    """What a run is within its folder: a trial's id, else the kind (the sweep's parent run, a train run)."""
+    return tags.get("trial_id") or tags.get("kind") or ""
 
 
 def _log_mlflow(tracker: Tracker, log: ExperimentLog) -> str:
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
 
     uri = mlflow_uri(tracker.value, log.source)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its "Creating initial MLflow database tables"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(log.name)
-    if exp is None:
-        location = None
-        if uri.startswith("sqlite:///"):  # else MLflow puts the artifacts under the working directory
-            location = (Path(uri.removeprefix("sqlite:///")).parent / MLFLOW_ARTIFACTS / log.name).as_uri()
-        exp_id = client.create_experiment(log.name, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
-    replaced = _delete_earlier(client, exp_id, str(log.source))
+    client = mlflow_client(uri)
+    exp_id = experiment_id(client, uri, log.name)
+    source = str(log.source)
+    earlier: dict[str, Any] = {}
+    for r in find_runs(client, exp_id, source):
+        if _key(r.data.tags) in earlier:  # two runs of one trial (two loggings of the folder at once): keep the oldest
+            client.delete_run(r.info.run_id)
+        else:
+            earlier[_key(r.data.tags)] = r
+    found = {"updated": 0, "live": 0}
 
     def write(run: RunLog, parent_id: str | None) -> str:
-        tags = {**run.tags, SOURCE_TAG: str(log.source), **({"mlflow.parentRunId": parent_id} if parent_id else {})}
-        created = client.create_run(exp_id, start_time=_ms(run.started), tags=tags, run_name=run.name)
-        run_id = created.info.run_id
+        """Create the run, or update the one logged before (or live, by its trial): only what it lacks."""
+        tags = {**run.tags, SOURCE_TAG: source, KIND_TAG: log.kind,
+                **({"mlflow.parentRunId": parent_id} if parent_id else {})}
+        old = earlier.get(_key(run.tags))
+        if old is None:
+            run_id = client.create_run(exp_id, start_time=_ms(run.started), tags=tags, run_name=run.name).info.run_id
+            have_params: set[str] = set()
+            have_steps: set[int] = set()
+            have_metrics: dict[str, float] = {}
+        else:
+            run_id, have_params, have_metrics = old.info.run_id, set(old.data.params), dict(old.data.metrics)
+            have_steps = logged_steps(client, run_id)
+            found["updated"] += 1
+            found["live"] += old.data.tags.get(LIVE_TAG) == "1"
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, _ms(s.timestamp) or now, s.step) for s in run.steps for k, v in s.metrics.items()]
-        metrics += [Metric(k, v, now, 0) for k, v in run.summary.items()]
-        params = [Param(k, str(v)[:500]) for k, v in run.params.items()]
-        for i in range(0, max(len(metrics), len(params), 1), 100):  # MLflow takes 100 params a batch
-            client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100],
-                             tags=[RunTag("mmtune.kind", log.kind)] if i == 0 else [])
-        for path in run.files:
+        metrics = [Metric(k, v, _ms(s.timestamp) or now, s.step)
+                   for s in run.steps if s.step not in have_steps for k, v in s.metrics.items()]
+        metrics += [Metric(k, v, now, 0) for k, v in run.summary.items() if have_metrics.get(k) != v]
+        # A param once logged cannot change in MLflow (a resumed sweep's `resume`): the first value stays.
+        params = [Param(k, str(v)[:500]) for k, v in run.params.items() if k not in have_params]
+        run_tags = [RunTag(k, v) for k, v in tags.items()] if old is not None else []
+        for i in range(0, max(len(metrics), len(params), len(run_tags), 1), 100):  # MLflow takes 100 a batch
+            client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100], tags=run_tags[i:i + 100])
+        for path in run.files:  # the same path again replaces the artifact
             client.log_artifact(run_id, str(path))
         status = "FAILED" if run.outcome in _FAILED else "KILLED" if run.outcome in _UNFINISHED else "FINISHED"
         client.set_terminated(run_id, status, end_time=_ms(run.ended))
@@ -369,24 +377,11 @@ def _log_mlflow(tracker: Tracker, log: ExperimentLog) -> str:
     parent_id = write(log.parent, None) if log.parent else None
     for run in log.runs:
         write(run, parent_id)
-    again = f", replacing {replaced} earlier run(s) of {log.source}" if replaced else ""
+    again = (f", updating {found['updated']} run(s) logged before" if found["updated"] else "")
+    again += (f" ({found['live']} trial run(s) logged live by their nodes)" if found["live"] else "")
     what = (f"{len(log.runs)} trial run(s) and the sweep's run" if log.parent else f"{len(log.runs)} run(s)")
     how = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri)
     return f"mlflow: {what} in experiment {log.name!r} at {uri}{again} (open it: {how})"
-
-
-def _delete_earlier(client: Any, exp_id: str, source: str) -> int:
-    """Delete the runs logged from `source` before (a resumed sweep, a folder logged again): it is logged whole."""
-    earlier, token = [], None
-    while True:
-        page = client.search_runs([exp_id], max_results=1000, page_token=token)
-        earlier += [r.info.run_id for r in page if r.data.tags.get(SOURCE_TAG) == source]
-        token = page.token
-        if not token:
-            break
-    for run_id in earlier:
-        client.delete_run(run_id)
-    return len(earlier)
 
 
 def _ms(t: float | None) -> int | None:
@@ -406,7 +401,15 @@ def _log_wandb(tracker: Tracker, log: ExperimentLog) -> str:
     for run in runs:
         job = "sweep" if run is log.parent else ("trial" if log.kind == "sweep" else "train")
         config = {**run.params, "mmtune": {**run.tags, "source": str(log.source)}}
-        w = wandb.init(project=project, group=log.name, job_type=job, name=run.name, config=config,
+        run_id = wandb_run_id(log, run)
+        if mode == "offline":  # logged again: this copy replaces the earlier one, which `wandb sync` would send too
+            for old in (log.source / "wandb").glob(f"offline-run-*-{run_id}"):
+                if re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run_id)}", old.name):
+                    shutil.rmtree(old, ignore_errors=True)
+        # resume="allow": a run already uploaded (`wandb sync`, online) is continued, not created twice;
+        # W&B drops the steps it already holds.
+        w = wandb.init(project=project, group=log.name, job_type=job, name=run.name, config=config, id=run_id,
+                       resume="allow",
                        tags=[f"{k}:{run.tags[k]}"[:64] for k in ("model", "outcome", "node") if k in run.tags],
                        dir=str(log.source), mode=mode, settings=settings)
         try:
@@ -418,7 +421,19 @@ def _log_wandb(tracker: Tracker, log: ExperimentLog) -> str:
                 w.save(str(Path(w.dir) / path.name), base_path=w.dir, policy="now")
         finally:
             w.finish(exit_code=1 if run.outcome in _FAILED else 0)
+    # finish() returns before W&B's service process has closed the run's .wandb file (it only informs
+    # the service); its teardown waits for that, so the runs are whole on disk (or uploaded) when we say so.
+    wandb.teardown()
     where = log.source / "wandb"
     what = f"{len(log.runs)} trial run(s) and the sweep's run" if log.parent else f"{len(log.runs)} run(s)"
     how = (f"wandb sync {where}/offline-run-*" if mode == "offline" else f"project {project}")
     return f"wandb: {what} ({mode}) in group {log.name!r} of project {project!r} under {where} (upload: {how})"
+
+
+def wandb_run_id(log: ExperimentLog, run: RunLog) -> str:
+    """A run's W&B id, the same each time its folder is logged: the experiment, the trial (or the train
+    run's folder), and a hash of the folder's path (two folders of one sweep name are two runs); W&B
+    takes letters, digits, `-` and `_`, at most 64."""
+    what = log.name if run is log.parent else f"{log.name}-{run.tags.get('trial_id') or run.name}"
+    digest = hashlib.sha1(str(log.source).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', what)[:55]}-{digest}"

@@ -8,6 +8,16 @@ each epoch, `tune_adapter` is the only module that imports Ray, `cli` is `mmtune
 
 from __future__ import annotations
 
-from mmtune.search.spaces import Param, SearchSpace, Suggest, load_space, parse_space
+from typing import Any
 
 __all__ = ["Param", "SearchSpace", "Suggest", "load_space", "parse_space"]
+
+
+def __getattr__(name: str) -> Any:
+    """`spaces`' names, imported on first use: `spaces` needs the model registry (and torch), which
+    `experiment` and the report, reading a sweep's files, do not."""
+    if name in __all__:
+        from mmtune.search import spaces
+
+        return getattr(spaces, name)
+    raise AttributeError(f"module 'mmtune.search' has no attribute {name!r}")

@@ -53,6 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _where_arguments(p)
     _budget_arguments(p)
     add_tracker_argument(p, "sweep", "each trial a run, the sweep a parent run holding its files")
+    p.add_argument("--tracker-live", action="store_true",
+                   help="each trial logs its MLflow run itself, epoch by epoch, from the node that trains it; the "
+                        "driver then logs the sweep's run and each trial's outcome. This is the default when "
+                        "--tracker mlflow=URI names a store every node can write (http(s)://, databricks, a "
+                        "database); the flag asks for it with a SQLite file too, which only suits one machine "
+                        "or a few trials at once (default off: the driver logs every trial after the sweep)")
     p.add_argument("--no-report", dest="report", action="store_false",
                    help="skip the HTML report at the end (default: write it when mmtune.report exists)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
@@ -132,7 +138,9 @@ def add_tracker_argument(p: argparse.ArgumentParser, what: str, how: str) -> Non
     """`--tracker NAME[=VALUE]` (repeatable), shared by `mmtune search`, `train` and `report`."""
     p.add_argument("--tracker", action="append", default=[], metavar="mlflow[=URI]|wandb[=PROJECT]",
                    help=f"also log the {what} to MLflow or Weights & Biases ({how}), from the files it writes, "
-                        f"once it ends; repeatable. mlflow: a tracking URI or a SQLite file path (default: "
+                        f"once it ends (a sweep's trials log to an MLflow tracking server themselves, live, "
+                        f"from their nodes); repeatable; a run logged again is updated, not doubled. "
+                        f"mlflow: a tracking URI or a SQLite file path (default: "
                         f"mlflow.db in the {what}'s folder, open it with mlflow ui --backend-store-uri "
                         f"sqlite:///PATH); wandb: offline runs in the folder's wandb/ (wandb sync uploads "
                         f"them), in PROJECT (default mmtune). Each needs its extra: pip install "

@@ -17,9 +17,10 @@ from typing import Any
 
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
-from mmtune.metrics.units import UNITS
+from mmtune.metrics.units import units
 from mmtune.search.experiment import (
     INFEASIBLE_KEY,
+    MODEL_KEY,
     Baselines,
     BestConfig,
     CheckpointRef,
@@ -32,7 +33,7 @@ from mmtune.search.experiment import (
     write_prediction,
     write_test_metrics,
 )
-from mmtune.search.spaces import MODEL_KEY, SearchSpace
+from mmtune.search.spaces import SearchSpace
 
 PREDICTION_CLIPS = 4  # test clips whose predictions the report shows, per model
 
@@ -126,15 +127,15 @@ def _test(trial: TrialRecord, cfg: Any, ref: CheckpointRef | None,
     except MMTuneError as exc:  # e.g. a corrupt checkpoint (sha256 mismatch): report it, go on
         return TestResult(trial.trial_id, error=str(exc)), None
     return TestResult(trial.trial_id, test=test, epoch=best.checkpoint_epoch, checkpoint=ref.path,
-                      val_mse=best.val_mse, test_size=cfg.data.test_size, units=UNITS), pred
+                      val_mse=best.val_mse, test_size=cfg.data.test_size, units=units(cfg.spec)), pred
 
 
 def _baselines(space: SearchSpace) -> Baselines:
     """The trivial baselines of the sweep's val and test splits (the data is the same for every trial)."""
-    from mmtune.data.datasets import DataConfig, MovingMNIST
+    from mmtune.data.datasets import make_data_config, open_data
     from mmtune.metrics.baselines import split_baselines
 
-    return Baselines.from_dict(split_baselines(MovingMNIST(DataConfig.from_dict(space.data))))
+    return Baselines.from_dict(split_baselines(open_data(make_data_config(space.data))))
 
 
 def _with_verdicts(tests: dict[str, TestResult], baselines: Baselines) -> dict[str, TestResult]:

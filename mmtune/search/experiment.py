@@ -37,8 +37,8 @@ from typing import Any, NamedTuple, TypeVar
 from mmtune._io import atomic_write_bytes, write_json
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
-from mmtune.search.spaces import MODEL_KEY
 
+MODEL_KEY = "model"  # the Optuna name (and config key) of the sampled model; spaces.py samples it
 SCHEMA = 1  # of sweep.json, and so of the directory; raise it when a file's layout changes
 
 SWEEP_FILE = "sweep.json"
@@ -130,6 +130,22 @@ def classify(status: str, diverged: bool, last_epoch: int, planned: int, cut: bo
     if 0 < last_epoch < planned:
         return Outcome.STOPPED_EARLY
     return Outcome.COMPLETED
+
+
+def best_row(rows: Any) -> Any | None:
+    """A trial's row (results.parquet's layout) of its lowest finite val_mse; None when it has none.
+
+    The best-epoch rule, in one place: the report's tables, its Pareto panel and --warm-start read a
+    trial's best epoch through it.
+    """
+    import numpy as np
+    import pandas as pd
+
+    vals = pd.to_numeric(rows["val_mse"], errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(vals)
+    if not finite.any():
+        return None
+    return rows.iloc[int(np.argmin(np.where(finite, vals, np.inf)))]
 
 
 def trial_outcomes(results: Any) -> dict[str, Outcome]:
@@ -438,6 +454,7 @@ class SweepMeta:
     budget: dict[str, Any] | None = None  # --time-budget: budget_s, used_s, ended_by_budget, trials_started
     final: dict[str, Any] | None = None  # the final phase (`mmtune.search.final`): what it trained, from what, how long
     training_share: float | None = None  # of the machine's time in the trials and the final phase, the share spent training
+    clip_spec: dict[str, int] | None = None  # mmtune.data.spec.ClipSpec of the data (None: written before it was kept)
     schema: int = SCHEMA
 
 
@@ -572,7 +589,7 @@ def as_object(x: Any, where: str) -> dict[str, Any]:
 
 
 class Prediction(NamedTuple):
-    """Some test clips of one model: (n, T, H, W) float32 arrays in [0, 1]."""
+    """Some test clips of one model: (n, T, H, W) float32 arrays in [0, 1], (n, T, C, H, W) for C > 1."""
 
     inputs: Any
     truth: Any
@@ -595,7 +612,7 @@ def prediction_files(exp_dir: str | Path) -> dict[str, Path]:
 
 
 def read_prediction(path: str | Path) -> Prediction:
-    """One predictions file. Raises ExperimentFileError when it cannot be read or is not (n, T, H, W)."""
+    """One predictions file. Raises ExperimentFileError when it cannot be read or is not (n, T, [C,] H, W)."""
     import numpy as np
 
     name = f"{PREDICTIONS_DIR}/{Path(path).name}"
@@ -604,8 +621,8 @@ def read_prediction(path: str | Path) -> Prediction:
             arrays = [np.asarray(z[k], dtype=np.float32) for k in Prediction._fields]
     except Exception as exc:  # zipfile / KeyError / ValueError from a truncated file
         raise ExperimentFileError(f"{name} could not be read ({type(exc).__name__}: {exc})") from None
-    if any(a.ndim != 4 or len(a) == 0 for a in arrays):
-        raise ExperimentFileError(f"{name}: expected (n, T, H, W) arrays, got {[a.shape for a in arrays]}")
+    if any(a.ndim not in (4, 5) or len(a) == 0 for a in arrays):
+        raise ExperimentFileError(f"{name}: expected (n, T, [C,] H, W) arrays, got {[a.shape for a in arrays]}")
     return Prediction(*arrays)
 
 

@@ -116,6 +116,7 @@ def _final_trainer(space: SearchSpace, train_overrides: dict[str, Any], start: F
     included, its test's left out); None when under `MIN_FINAL_S` would be left."""
     import torch
 
+    from mmtune.data.datasets import DataConfig
     from mmtune.search.tune_adapter import fetch_checkpoint
     from mmtune.training.cost import infer_ms_per_clip
     from mmtune.training.loop import Trainer
@@ -123,7 +124,7 @@ def _final_trainer(space: SearchSpace, train_overrides: dict[str, Any], start: F
     torch.set_num_threads(max(1, threads))
     cfg = space.trial_config(start.params, {**train_overrides, "time_budget_s": float(max(deadline - time.time(), 1)),
                                             "epochs": start.epoch + MAX_EPOCHS})
-    if cfg.data.online:
+    if isinstance(cfg.data, DataConfig) and cfg.data.online:  # an array file's windows are not drawn online
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_size=FINAL_CHUNK))
     trainer = Trainer(cfg, progress=False)
     ms = infer_ms / thread_speedup(threads) if infer_ms is not None else infer_ms_per_clip(trainer, clips=16)

@@ -71,6 +71,8 @@ class SweepArgs:
     time_budget: str | None = None  # a duration such as 30m: the whole sweep, its test and report included
     final_share: float | None = None  # of the time budget, the share for the final phase (None: the space's, else 0)
     no_search: bool = False  # train the space's default config for the whole --time-budget (the run to beat)
+    tracker: list[str] = dataclasses.field(default_factory=list)  # --tracker flags, as given (mlflow=URI ...)
+    tracker_live: bool = False  # each trial logs its MLflow run from its worker, even to a SQLite file
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
@@ -211,7 +213,8 @@ def _resumed(args: SweepArgs, storage: str, local_root: Path) -> tuple[SweepArgs
     keep = {k: v for k, v in previous.args.items() if k in {f.name for f in dataclasses.fields(SweepArgs)}}
     # The experiment is fixed (Ray cannot change it on restore); where it runs may change.
     run_args = dataclasses.replace(SweepArgs(**keep), resume=True, address=args.address, storage=args.storage,
-                                   name=args.name, report=args.report, verbose=args.verbose)
+                                   name=args.name, report=args.report, verbose=args.verbose,
+                                   tracker=args.tracker, tracker_live=args.tracker_live)
     return run_args, previous
 
 

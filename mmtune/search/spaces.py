@@ -20,7 +20,9 @@ Schema (every key is optional unless marked; unknown keys are rejected by name):
         enc_kernel: {type: categorical, choices: [3, 5]}
         kl_weight: {type: float, low: 0.0, high: 0.2}  # TrainConfig fields -> train
         flow: {type: categorical, choices: [none, farneback, oracle]}
-    data: {train_size: 256, val_size: 64, test_size: 128}   # fixed DataConfig overrides
+    data: {train_size: 256, val_size: 64, test_size: 128}   # fixed DataConfig overrides, or
+    data: {path: clips.npy, layout: NTCHW, t_in: 8, t_out: 8}   # an array file (ArrayDataConfig;
+                                       # paths relative to the working folder)
     sweep: {samples: 8, grace_period: 1, reduction_factor: 2}  # defaults of the CLI flags
                                        # (samples, max_epochs, grace_period, reduction_factor)
 
@@ -49,10 +51,12 @@ from typing import Any
 
 import yaml
 
-from mmtune.data.datasets import DataConfig
+from mmtune.data.arrays import ArrayDataConfig, absolute_paths
+from mmtune.data.datasets import ARRAY_KEYS, DataConfig, make_data_config
 from mmtune.errors import MMTuneError
 from mmtune.flow import check_estimator
 from mmtune.models import config_fields, list_models
+from mmtune.search.experiment import MODEL_KEY
 from mmtune.training.config import TrainConfig, TrialConfig, build_trial
 
 TOP_KEYS = ("description", "model", "shared", "models", "data", "sweep")
@@ -62,7 +66,6 @@ TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 RESERVED_TRAIN = {"seed": "--seed", "device": "--gpus-per-trial"}
 SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
              "categorical": {"type", "choices"}}
-MODEL_KEY = "model"
 # A categorical of more choices is a range in disguise (and YAML takes seconds to build it): refused.
 MAX_CHOICES = 10_000
 # At most this many values of one parameter are built into a config at validation: every value of a
@@ -360,10 +363,14 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
 
     data = raw.get("data") or {}
     if not isinstance(data, dict):
-        raise MMTuneError(f"{where}: data must be a mapping of DataConfig field to a fixed value")
-    _unknown(data, [f.name for f in dataclasses.fields(DataConfig)], f"{where}: data", "key")
+        raise MMTuneError(f"{where}: data must be a mapping of DataConfig (or ArrayDataConfig) field to a fixed value")
+    if any(data.get(k) for k in ARRAY_KEYS):  # an array file: its paths are read from the working folder
+        _unknown(data, [f.name for f in dataclasses.fields(ArrayDataConfig)], f"{where}: data", "key")
+        data = absolute_paths(data)
+    else:
+        _unknown(data, [f.name for f in dataclasses.fields(DataConfig)], f"{where}: data", "key")
     try:
-        DataConfig.from_dict(data)
+        _ = make_data_config(data).spec  # an array file's header is read: a bad file is one line now
     except MMTuneError as exc:
         raise MMTuneError(f"{where}: data: {exc}") from None
     description = raw.get("description") or ""
@@ -540,7 +547,8 @@ def _check_configs(space: SearchSpace) -> None:
             for value in p.candidates():
                 if name == "flow" and isinstance(value, str):
                     try:
-                        check_estimator(value)
+                        data = make_data_config(space.data)  # flow is refused on an array file
+                        check_estimator(value, data if isinstance(data, ArrayDataConfig) else None)
                     except MMTuneError as exc:
                         raise MMTuneError(f"{space.path}: {where}.flow: {exc}") from None
                 _try(space, model, {**base, key: value}, f"{where}.{name} = {value!r}")

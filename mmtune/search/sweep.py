@@ -24,7 +24,8 @@ from typing import Any
 
 from mmtune._hardware import machine
 from mmtune._num import as_finite
-from mmtune.data.datasets import DataConfig
+from mmtune.data.datasets import make_data_config
+from mmtune.metrics.baselines import Verdict
 from mmtune.search import owner
 from mmtune.search.budget import format_duration
 from mmtune.search.evaluate import Findings, best_per_model, checkpoint_for, evaluate, write_findings
@@ -82,6 +83,7 @@ def _start(plan: SweepPlan, cluster: ClusterInfo, max_concurrent: int, t_start: 
         runs=(*(prev.runs if prev else ()), RunRecord(_iso(t_start), a.resume)), status="running",
         objective=a.objective, warm_start=plan.warm.record() if plan.warm else (prev.warm_start if prev else None),
         budget={"budget_s": plan.budget_s, "budget": format_duration(plan.budget_s)} if plan.budget_s else None,
+        clip_spec=dataclasses.asdict(make_data_config(plan.space.data).spec),
     )
     write_sweep(plan.exp_dir, meta)
     return meta
@@ -91,11 +93,10 @@ def _protocol_meta(plan: SweepPlan) -> dict[str, Any] | None:
     """sweep.json's record of the protocol the sweep followed (None without one)."""
     if not plan.args.protocol:
         return None
-    from mmtune.data.datasets import DataConfig
     from mmtune.training.protocols import protocol_record
 
     overridden = ["epochs"] if plan.args.max_epochs is not None else []
-    return protocol_record(plan.args.protocol, DataConfig.from_dict(plan.space.data), overridden)
+    return protocol_record(plan.args.protocol, make_data_config(plan.space.data), overridden)
 
 
 def _search_budget(plan: SweepPlan, deadline: float | None) -> float | None:
@@ -108,9 +109,11 @@ def _search_budget(plan: SweepPlan, deadline: float | None) -> float | None:
     return max(1.0, left * (1.0 - plan.final_share))
 
 
-def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None, driver: owner.Ident) -> Any:
+def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None, driver: owner.Ident,
+                mlflow: Any = None) -> Any:
     """Run (or resume) the trials on Ray within `budget_s`, by `driver` (whose workers write only while
-    it owns the experiment); the adapter's TuneOutcome."""
+    it owns the experiment), each logging its MLflow run live when `mlflow` (a `tracking.LiveMLflow`)
+    is given; the adapter's TuneOutcome."""
     from mmtune.search import tune_adapter as ta
 
     a, eff = plan.args, meta.effective
@@ -125,7 +128,7 @@ def _run_trials(plan: SweepPlan, meta: SweepMeta, budget_s: float | None, driver
         first=plan.space.default_params() if plan.final_share > 0 and not a.resume else None,
     )
     spec = ta.RunSpec(space=plan.space, train_overrides=plan.train_overrides, cpus_per_trial=a.cpus_per_trial,
-                      gpus_per_trial=a.gpus_per_trial, exp_dir=str(plan.exp_dir), driver=driver)
+                      gpus_per_trial=a.gpus_per_trial, exp_dir=str(plan.exp_dir), driver=driver, mlflow=mlflow)
     extras = (f", objective {a.objective}"
               + (f", time budget {format_duration(plan.budget_s)} in all, {budget_s:.0f}s of it to search"
                  if plan.budget_s and budget_s else "")
@@ -192,13 +195,16 @@ def run_sweep(args: SweepArgs) -> SweepResult:
     if plan.args.no_search:
         return _run_no_search(plan, t_start, float(deadline or t_start))
     from mmtune.search import tune_adapter as ta
+    from mmtune.search.tracking import live_mlflow
 
+    # Before Ray starts: a tracking server that cannot be reached is one line, nothing trained.
+    mlflow = live_mlflow(plan.args.tracker, plan.exp_dir, plan.name, plan.args.tracker_live)
     cluster = ta.connect(plan.args.address)
     with contextlib.ExitStack() as stack:
         try:
             driver = stack.enter_context(owner.hold(plan.exp_dir))  # one driver at a time (owner.py)
             meta = _start(plan, cluster, fit_cluster(plan, cluster), t_start)
-            outcome = _run_trials(plan, meta, _search_budget(plan, deadline), driver)
+            outcome = _run_trials(plan, meta, _search_budget(plan, deadline), driver, mlflow)
         finally:
             ta.shutdown()  # the final phase and the test split run in this process, on every CPU
         t_tuned = time.time()
@@ -246,7 +252,7 @@ def _final_phase(plan: SweepPlan, trials: list[TrialRecord],
     start = FinalStart({k: v for k, v in trial.config.items() if k != "optuna_trial"}, trial.trial_id, ref,
                        int(ref.metrics.get("epoch", 0)))
     threads = cpu_threads()
-    test_clips = DataConfig.from_dict(plan.space.data).test_size
+    test_clips = make_data_config(plan.space.data).test_size
     reserve = reserve_for_test_s(trials, test_clips, threads, skip_model=model)
     t0 = time.time()
     record = run_final(plan.space, plan.train_overrides, start, deadline, reserve, plan.exp_dir, threads,
@@ -310,16 +316,14 @@ def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
           f"{meta.errored} errored, {meta.diverged} diverged) in {meta.wall_seconds or 0:.0f}s -> {exp_dir}")
     for model, entry in sorted(found.best_configs.items()):
         tested = found.test_metrics.get(model)
-        line = (f"  {model:12s} trial {entry.trial_id} epoch {entry.best_epoch}: "
-                f"val mse_frame {as_finite(entry.val_mse):.2f}")
-        if tested is not None and tested.test:
-            test = tested.test
-            line += f"  test mse_frame {test['mse_frame']:.2f} (per-frame), mse_pixel255 {test['mse_pixel255']:.1f}"
-            vs = tested.vs_best_baseline
-            if vs:
-                line += f"  = {vs['ratio']:.2f}x the best baseline ({vs['baseline']} {vs['baseline_mse']:.2f})"
-                if not vs["beats"]:
-                    line += "  << DOES NOT BEAT THE BEST BASELINE: this model has not learned to predict"
+        line = f"  trial {entry.trial_id} epoch {entry.best_epoch}: val mse_frame {as_finite(entry.val_mse):.2f}; "
+        if tested is not None and tested.test and tested.vs_best_baseline:
+            line += Verdict(**{k: tested.vs_best_baseline[k] for k in Verdict._fields}).words(model)  # the words `mmtune train` prints too
+        elif tested is not None and tested.test:
+            line += (f"{model}: test mse_frame {tested.test['mse_frame']:.2f} (per-frame), "
+                     f"mse_pixel255 {tested.test['mse_pixel255']:.1f}")
+        else:
+            line += f"{model}: not tested"
         print(line)
     if meta.budget and meta.budget.get("used_s") is not None:
         b = meta.budget

@@ -1,4 +1,5 @@
-"""What a trial reports each epoch: the metric row Ray records (results.parquet's columns) and TensorBoard.
+"""What a trial reports each epoch: the metric row Ray records (results.parquet's columns), TensorBoard
+and, on a shared MLflow store, the trial's own MLflow run (`tracking.TrialRun`).
 
 The Ray trainable (`tune_adapter.train_fn`) hands each finished epoch to `TrialLog.epoch` and
 reports the row it returns; this module does not import Ray (where the trial runs is passed in).
@@ -41,13 +42,15 @@ class TrialLog:
         resumed_from: the epoch the trial resumed from (0: from scratch).
         note: "" unless the checkpoint it was restored from was unusable: what it did instead.
         image_every: a predicted-frames image every this many epochs (and at the first and last).
+        mlflow: the trial's own MLflow run on a shared store (`tracking.TrialRun`): each row goes there too.
     """
 
     def __init__(self, trial: Any, log_dir: str, node: dict[str, Any], resumed_from: int = 0, note: str = "",
-                 image_every: int = 2) -> None:
+                 image_every: int = 2, mlflow: Any = None) -> None:
         from tensorboardX import SummaryWriter
 
         self.trial, self.node, self.resumed_from, self.note = trial, dict(node), resumed_from, note
+        self.mlflow, self.diverged = mlflow, False
         self.image_every = image_every
         self.writer = SummaryWriter(log_dir)
         self.t0 = time.perf_counter()
@@ -128,8 +131,14 @@ class TrialLog:
             inputs, truth, pred = trainer.predict("val", n=1)
             self.writer.add_image(TB_IMAGE, strip_array(inputs[0], truth[0], pred[0]), result.epoch, dataformats="HW")
         self.writer.flush()
+        if self.mlflow is not None:
+            self.mlflow.log(row)
+        self.diverged = bool(row["diverged"])
         return row
 
     def close(self) -> None:
-        """Flush, not close: tensorboardX closes again at exit and would fail on a closed file."""
+        """The trial has trained to its end (or diverged): its MLflow run is closed. TensorBoard is flushed,
+        not closed: tensorboardX closes again at exit and would fail on a closed file."""
         self.writer.flush()
+        if self.mlflow is not None:
+            self.mlflow.close(self.diverged)

@@ -39,6 +39,7 @@ from mmtune.search.experiment import (
     CUT_KEY,
     FLOPS,
     INFEASIBLE_KEY,
+    MODEL_KEY,
     CheckpointRef,
     ClusterInfo,
     Outcome,
@@ -47,7 +48,8 @@ from mmtune.search.experiment import (
     is_uri,
 )
 from mmtune.search.owner import Ident
-from mmtune.search.spaces import MODEL_KEY, SearchSpace, Suggest
+from mmtune.search.spaces import SearchSpace, Suggest
+from mmtune.search.tracking import LiveMLflow, TrialRun
 from mmtune.search.trial_log import DIVERGED_VAL_MSE, METRIC, TB_DIR, TrialLog
 from mmtune.search.warm_start import WarmStart, seed_study
 from mmtune.training.memory import does_not_fit
@@ -72,6 +74,7 @@ class RunSpec:
     gpus_per_trial: float = 0.0  # what a trial's memory is measured against (training/memory.py)
     exp_dir: str | None = None  # the experiment directory the driver owns (owner.py), as the driver sees it
     driver: Ident | None = None  # the driver that started the trial: a worker writes only while it owns exp_dir
+    mlflow: LiveMLflow | None = None  # a shared MLflow store: each trial logs its own run, live (tracking.py)
 
 
 class _Orphaned(Exception):
@@ -145,7 +148,9 @@ def _train(config: dict[str, Any], run: RunSpec) -> None:
     if (ckpt := tune.get_checkpoint()) is not None:  # another config's fails the trial; an unreadable one fails over
         trainer, note = resume_or_fail_over(trainer, ckpt, lambda: Trainer(trial, progress=False),
                                             f"trial {ctx.get_trial_id()}")
-    log = TrialLog(trial, os.path.join(ctx.get_trial_dir(), TB_DIR), _node(), trainer.epoch, note, run.image_every)
+    node = _node()
+    mlrun = TrialRun(run.mlflow, ctx.get_trial_id(), config, trial.model, node) if run.mlflow else None
+    log = TrialLog(trial, os.path.join(ctx.get_trial_dir(), TB_DIR), node, trainer.epoch, note, run.image_every, mlrun)
 
     def on_epoch(result: Any, tr: Any) -> None:
         if run.driver is not None and run.exp_dir is not None and not owner.owned_by(Path(run.exp_dir), run.driver):

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mmtune.errors import MMTuneError
-from mmtune.search.experiment import FLOPS
-from mmtune.search.spaces import MODEL_KEY, SearchSpace
+from mmtune.search.experiment import FLOPS, MODEL_KEY, RESULTS_FILE, best_row
+from mmtune.search.spaces import SearchSpace
 
 DEFAULT_TOP_K = 3
 WARM_ATTR = "warm_start_from"
@@ -60,24 +60,23 @@ def earlier_trials(exp_dir: Path) -> list[EarlierTrial]:
     """The earlier sweep's trials with a finite best val MSE, best first (from results.parquet)."""
     import pandas as pd
 
-    path = Path(exp_dir) / "results.parquet"
+    path = Path(exp_dir) / RESULTS_FILE
     if not path.is_file():
-        raise MMTuneError(f"--warm-start {exp_dir}: no results.parquet there (expected the experiment "
+        raise MMTuneError(f"--warm-start {exp_dir}: no {RESULTS_FILE} there (expected the experiment "
                           f"directory of an earlier sweep, --storage/NAME)")
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow's own error types for a truncated file
-        raise MMTuneError(f"--warm-start {exp_dir}: results.parquet could not be read ({type(exc).__name__})") from None
+        raise MMTuneError(f"--warm-start {exp_dir}: {RESULTS_FILE} could not be read ({type(exc).__name__})") from None
     out = []
     for tid, g in df.groupby("trial_id", sort=True):
-        vals = pd.to_numeric(g["val_mse"], errors="coerce")
-        if not vals.notna().any():
+        best = best_row(g)
+        if best is None:
             continue
-        best = g.loc[vals.idxmin()]
         params = {c.removeprefix("config/"): _plain(best[c]) for c in g.columns
                   if c.startswith("config/") and not _missing(best[c])}
         flops = pd.to_numeric(pd.Series([best.get(FLOPS)]), errors="coerce").iloc[0]
-        out.append(EarlierTrial(str(tid), params, float(vals.min()), float(flops)))
+        out.append(EarlierTrial(str(tid), params, float(best["val_mse"]), float(flops)))
     return sorted(out, key=lambda t: (t.val_mse, t.trial_id))
 
 

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmtune.data.datasets import DataConfig
+from mmtune.data.arrays import ArrayDataConfig
+from mmtune.data.datasets import DataConfig, make_data_config
+from mmtune.data.spec import ClipSpec
 from mmtune.errors import MMTuneError
 from mmtune.models import flow_models, get_entry, make_model_config, preset_train_overrides
 
@@ -81,7 +83,12 @@ class TrialConfig:
     model: str
     model_cfg: Any
     train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig | ArrayDataConfig = field(default_factory=DataConfig)
+
+    @property
+    def spec(self) -> ClipSpec:
+        """The shape of the data's clips, which the model follows."""
+        return self.data.spec
 
     @property
     def kl_weight(self) -> float:
@@ -119,7 +126,9 @@ def build_trial(
 
     A preset sets both model fields and training fields (lr, batch size, ...); explicit
     overrides win. With a flow estimator, a model that takes flow (`ModelEntry.takes_flow`) gets
-    its 2 extra input channels; any other model is refused.
+    its 2 extra input channels; any other model is refused. The data's clip spec (`data.spec`)
+    sets the model's t_in, t_out, channels and, where it has them, frame size; a frame size the
+    architecture cannot take is refused in one line (the model config's `check_frame(h, w)`).
 
     Example:
         >>> trial = build_trial("conv_tau", preset="seed2023", train_overrides={"epochs": 1})
@@ -132,6 +141,36 @@ def build_trial(
         if not entry.takes_flow:
             raise MMTuneError(f"flow is an option of {', '.join(flow_models()) or 'no registered model'}; "
                               f"model {model!r} takes no flow (use --flow none)")
-        model_values.setdefault("in_channels", 3)  # the frame + 2 flow channels
+    data = make_data_config(data_overrides or {})
+    spec = data.spec
+    model_values = _follow_spec(model, entry.config_cls, model_values, spec, extra_in=2 if train.flow != "none" else 0)
     model_cfg = make_model_config(model, preset=preset, **model_values)
-    return TrialConfig(model, model_cfg, train, DataConfig.from_dict(data_overrides or {}))
+    check_frame = getattr(model_cfg, "check_frame", None)
+    if check_frame is not None:  # a size the architecture cannot take: one line naming the constraint
+        check_frame(spec.height, spec.width)
+    return TrialConfig(model, model_cfg, train, data)
+
+
+# The model config fields that the data's clip spec sets (where a model has them).
+SPEC_FIELDS = {"t_in": "t_in", "t_out": "t_out", "out_channels": "channels", "height": "height", "width": "width"}
+
+
+def _follow_spec(model: str, config_cls: type, values: dict[str, Any], spec: ClipSpec, extra_in: int) -> dict[str, Any]:
+    """`values` with the fields the data decides (frames, channels, frame size) set from `spec`.
+
+    A model field set otherwise is refused in one line: the data, not the model, decides it.
+    """
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    if spec.channels != 1 and "out_channels" not in fields:
+        raise MMTuneError(f"model {model!r} predicts one channel (its config has no out_channels); "
+                          f"the data has {spec.channels} ({spec.describe()})")
+    wanted = {name: getattr(spec, attr) for name, attr in SPEC_FIELDS.items() if name in fields}
+    if "in_channels" in fields:
+        wanted["in_channels"] = spec.channels + extra_in
+    out = dict(values)
+    for name, value in wanted.items():
+        if name in out and out[name] != value:
+            raise MMTuneError(f"{model}: {name}={out[name]!r} does not fit the data ({spec.describe()}, "
+                              f"so {name}={value}); the data decides it")
+        out[name] = value
+    return out

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from mmtune.data.spec import MOVING_MNIST, ClipSpec
+
 
 class Cost(NamedTuple):
     """One config's cost; the speeds are NaN until measured."""
@@ -21,7 +23,7 @@ class Cost(NamedTuple):
     params: int  # trainable parameters
     flops_per_sample: float  # one training sample: forward + loss + backward (FlopCounterMode)
     train_samples_per_s: float  # measured training throughput (samples / training seconds of an epoch)
-    infer_ms_per_clip: float  # measured: one 10-frame prediction, batched, under the trial's fast path
+    infer_ms_per_clip: float  # measured: one clip's prediction (t_out frames), batched, under the trial's fast path
 
 
 def count_params(model: nn.Module) -> int:
@@ -29,8 +31,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def count_train_flops(model: str, cfg: Any, kl_weight: float = 0.0, batch: int = 2, device: str = "cpu") -> float:
-    """FLOPs of one training sample: forward + loss + backward, counted by FlopCounterMode.
+def count_train_flops(model: str, cfg: Any, kl_weight: float = 0.0, batch: int = 2, device: str = "cpu",
+                      spec: ClipSpec = MOVING_MNIST) -> float:
+    """FLOPs of one training sample of clips of `spec`: forward + loss + backward, counted by FlopCounterMode.
 
     FlopCounterMode counts matrix multiplies and convolutions (2 FLOPs per multiply-add), the
     bulk of the work; element-wise ops, norms and the optimizer are not counted.
@@ -49,8 +52,9 @@ def count_train_flops(model: str, cfg: Any, kl_weight: float = 0.0, batch: int =
     with torch.random.fork_rng(devices=[]):  # counting must not move the trial's own random stream
         torch.manual_seed(0)
         net = get_model(model, cfg).to(dev).train()
-        x = torch.rand(batch, 10, getattr(cfg, "in_channels", 1), 64, 64, device=dev)
-        y = torch.rand(batch, 10, 1, 64, 64, device=dev)
+        h, w = spec.height, spec.width
+        x = torch.rand(batch, spec.t_in, getattr(cfg, "in_channels", spec.channels), h, w, device=dev)
+        y = torch.rand(batch, spec.t_out, spec.channels, h, w, device=dev)
     loss_fn = VideoLoss(kl_weight=kl_weight)
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
     with counter:
@@ -90,8 +94,9 @@ def infer_ms_per_clip(trainer: Any, clips: int = 8, repeats: int = 3) -> float:
     from mmtune.training.loop import _autocast
 
     model, device, fast = trainer.model, trainer.device, trainer.trial.train.fast
-    n = min(clips, trainer.trial.data.val_size)
-    x, _ = trainer.val_batches().get(torch.arange(n))
+    val = trainer.val_batches()
+    n = min(clips, len(val))
+    x, _ = val.get(torch.arange(n))
     model.eval()
     best = float("inf")
     with torch.no_grad():
@@ -110,5 +115,5 @@ def infer_ms_per_clip(trainer: Any, clips: int = 8, repeats: int = 3) -> float:
 def static_cost(trainer: Any) -> Cost:
     """Parameters and FLOPs of `trainer`'s config (counted on the CPU), speeds not yet measured."""
     trial = trainer.trial
-    flops = count_train_flops(trial.model, trial.model_cfg, kl_weight=trial.kl_weight, batch=1)
+    flops = count_train_flops(trial.model, trial.model_cfg, kl_weight=trial.kl_weight, batch=1, spec=trainer.spec)
     return Cost(count_params(trainer.model), flops, float("nan"), float("nan"))

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mmtune.data.datasets import T_IN, MovingMNIST
+from mmtune.data.arrays import ArrayDataset, Windows
+from mmtune.data.datasets import T_IN, MovingMNIST, open_data
 from mmtune.errors import MMTuneError
 from mmtune.flow import flow_inputs
 from mmtune.metrics import MetricAccumulator, VideoLoss
@@ -80,9 +81,10 @@ class Batches:
     """
 
     def __init__(
-        self, frames: np.ndarray, flow: np.ndarray | None, device: torch.device, on_device: bool = True
+        self, frames: np.ndarray, flow: np.ndarray | None, device: torch.device, on_device: bool = True,
+        t_in: int = T_IN,
     ) -> None:
-        self.device = device
+        self.device, self.t_in = device, t_in
         self.frames = torch.from_numpy(np.ascontiguousarray(frames))
         self.flow = None if flow is None else torch.from_numpy(np.ascontiguousarray(flow))
         self.on_device = (
@@ -96,10 +98,10 @@ class Batches:
         return len(self.frames)
 
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y): x (B, 10, C, 64, 64) inputs (+ flow channels), y (B, 10, 1, 64, 64) targets."""
+        """(x, y): x (B, t_in, C, 64, 64) inputs (+ flow channels), y (B, t_out, 1, 64, 64) targets."""
         idx = idx.to(self.frames.device)
         clip = self.frames[idx].to(self.device, non_blocking=True).float().div_(255.0).unsqueeze(2)
-        x, y = clip[:, :T_IN], clip[:, T_IN:]  # (B, 10, 1, H, W) each
+        x, y = clip[:, : self.t_in], clip[:, self.t_in :]  # (B, t_in, 1, H, W), (B, t_out, 1, H, W)
         if self.flow is not None:
             x = torch.cat([x, self.flow[idx].to(self.device, non_blocking=True).float()], dim=2)
         return x, y
@@ -108,6 +110,31 @@ class Batches:
         """Yield (x, y) batches in `order` (default: sequential)."""
         order = torch.arange(len(self)) if order is None else order
         order = order.to(self.frames.device)  # one copy per epoch, not one per batch
+        for lo in range(0, len(order), batch_size):
+            yield self.get(order[lo : lo + batch_size])
+
+
+class WindowBatches:
+    """A split of an array file: each batch reads its own windows from the file, nothing more.
+
+    The file is never held whole (see `mmtune.data.arrays`); a batch is read as float32 in [0, 1]
+    on the host and then moved to the device.
+    """
+
+    def __init__(self, windows: Windows, device: torch.device, t_in: int) -> None:
+        self.windows, self.device, self.t_in = windows, device, t_in
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y): x (B, t_in, C, H, W) inputs, y (B, t_out, C, H, W) targets."""
+        clip = torch.from_numpy(self.windows[idx.cpu().numpy()]).to(self.device, non_blocking=True)
+        return clip[:, : self.t_in], clip[:, self.t_in :]
+
+    def iterate(self, batch_size: int, order: torch.Tensor | None = None):
+        """Yield (x, y) batches in `order` (default: sequential)."""
+        order = torch.arange(len(self)) if order is None else order
         for lo in range(0, len(order), batch_size):
             yield self.get(order[lo : lo + batch_size])
 
@@ -299,7 +326,8 @@ SYNC_EVERY = 25
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Batches, batch_size: int, fast: bool = False, forward_s: list[float] | None = None
+    model: nn.Module, batches: Batches | WindowBatches, batch_size: int, fast: bool = False,
+    forward_s: list[float] | None = None
 ) -> dict[str, Any]:
     """All metrics of `model` on a split (see mmtune.metrics), with per-horizon lists; the seconds of
     its forward passes are appended to `forward_s` when one is given (timed on a CPU only: on a GPU
@@ -329,10 +357,12 @@ def _load_model_state(model: nn.Module, state: dict[str, Any], what: str) -> Non
 class Trainer:
     """State of one run: model, optimizer, scheduler, data; `fit()` runs the epochs."""
 
-    def __init__(self, trial: TrialConfig, data: MovingMNIST | None = None, progress: bool = True) -> None:
+    def __init__(self, trial: TrialConfig, data: MovingMNIST | ArrayDataset | None = None,
+                 progress: bool = True) -> None:
         self.trial = trial
         self.device = resolve_device(trial.train.device)
-        self.data = data or MovingMNIST(trial.data)
+        self.data = data or open_data(trial.data)  # an array file is checked whole here, before anything is written
+        self.spec = self.data.spec
         self.progress = progress
         torch.manual_seed(trial.train.seed)
         self.model = prepare_model(
@@ -354,25 +384,27 @@ class Trainer:
         self.history: list[EpochResult] = []
         self.best_val_mse = math.inf
         self.best_epoch: int | None = None
-        self._train: Batches | None = None
-        self._val: Batches | None = None
+        self._train: Batches | WindowBatches | None = None
+        self._val: Batches | WindowBatches | None = None
         # On a CPU: ms per clip of the last validation's forward passes (its inference time, for free).
         self.val_ms_per_clip: float | None = None
 
     # -- data -------------------------------------------------------------------------------
-    def split(self, name: str, epoch: int = 0) -> Batches:
+    def split(self, name: str, epoch: int = 0) -> Batches | WindowBatches:
         """A split's batches, with the flow channels the config asks for."""
+        if isinstance(self.data, ArrayDataset):  # read window by window; flow is refused for it (check_estimator)
+            return WindowBatches(self.data.frames(name, epoch), self.device, self.spec.t_in)
         frames = self.data.frames(name, epoch)
         flow = flow_inputs(self.data, name, self.trial.train.flow, epoch, progress=self.progress)
-        return Batches(frames, flow, self.device, on_device=self.trial.train.fast)
+        return Batches(frames, flow, self.device, on_device=self.trial.train.fast, t_in=self.spec.t_in)
 
-    def val_batches(self) -> Batches:
+    def val_batches(self) -> Batches | WindowBatches:
         """The validation split's batches, built once (the same clips every epoch)."""
         if self._val is None:
             self._val = self.split("val")
         return self._val
 
-    def _train_batches(self, epoch: int) -> Batches:
+    def _train_batches(self, epoch: int) -> Batches | WindowBatches:
         if self._train is None or self.trial.data.online:
             self._train = self.split("train", epoch)
         return self._train
@@ -557,9 +589,12 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, split: str = "test", n: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(inputs, truth, prediction) of the first `n` clips of a split, each (n, 10, 64, 64) in [0,1]."""
+        """(inputs, truth, prediction) of the first `n` clips of a split in [0,1]: each (n, T, H, W) for
+        one channel (Moving MNIST's (n, 10, 64, 64)), else (n, T, C, H, W)."""
         self.model.eval()
         x, y = (self.val_batches() if split == "val" else self.split(split)).get(torch.arange(n))
         with _autocast(self.device, self.trial.train.fast):
             pred = self.model(x).float().clamp(0, 1)
-        return x[:, :, 0].cpu().numpy(), y[:, :, 0].cpu().numpy(), pred[:, :, 0].cpu().numpy()
+        c = self.spec.channels
+        keep = (slice(None), slice(None), 0) if c == 1 else (slice(None), slice(None), slice(0, c))
+        return x[keep].cpu().numpy(), y[keep].cpu().numpy(), pred[keep].cpu().numpy()

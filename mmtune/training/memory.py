@@ -53,7 +53,8 @@ def _saved_bytes(model, trial: TrialConfig) -> int | None:
     import torch
 
     cfg = trial.model_cfg
-    shape = (trial.train.batch_size, int(getattr(cfg, "t_in", 10)), int(getattr(cfg, "in_channels", 1)), 64, 64)
+    spec = trial.spec  # the data's frames (the model's in_channels may add flow channels)
+    shape = (trial.train.batch_size, spec.t_in, int(getattr(cfg, "in_channels", spec.channels)), spec.height, spec.width)
     saved = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:

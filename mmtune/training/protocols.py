@@ -59,7 +59,11 @@ def protocol_record(name: str | None, data: Any, overridden: list[str]) -> dict[
     if name is None:
         return None
     p = get_protocol(name)
-    test = (f"the standard file {data.test_file}" if data.test_file else
-            f"generated from held-out {data.digits} digits (not the standard mnist_test_seq.npy)")
+    if getattr(data, "path", None) or getattr(data, "test", None):  # an array file (ArrayDataConfig)
+        test = f"the array file {data.test if data.test and not data.path else data.path}"
+    elif data.test_file:
+        test = f"the standard file {data.test_file}"
+    else:
+        test = f"generated from held-out {data.digits} digits (not the standard mnist_test_seq.npy)"
     return {"name": p.name, "source": p.source, "data": dict(p.data), "train": dict(p.train),
             "overridden_by_flags": sorted(overridden), "test_clips": test}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -13,7 +14,7 @@ from mmtune.data.moving_mnist import load_standard_file
 from mmtune.errors import MMTuneError
 from mmtune.flow import check_estimator
 from mmtune.metrics.baselines import split_baselines, verdict
-from mmtune.metrics.units import UNITS
+from mmtune.metrics.units import units
 from mmtune.strips import save_strip
 from mmtune.training.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
@@ -59,7 +60,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     if state is not None and resume:
         _carry_best(trainer, Path(resume), out)
     print(f"training {trial.model} on {trainer.device} for {trial.train.epochs} epochs "
-          f"({trial.data.train_size} train sequences) -> {out}", file=sys.stderr)
+          f"({trainer.train_size} train sequences of {trainer.spec.describe()}) -> {out}", file=sys.stderr)
 
     def on_epoch(result, tr: Trainer) -> None:
         tr.save(out / "last.pt", optimizer=not tr.finished)  # resuming a finished run trains nothing
@@ -67,7 +68,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
             tr.save(out / "best.pt", optimizer=False)
 
     fit = trainer.fit(on_epoch)
-    write_json(_history(fit, trial), out / "history.json")
+    write_json(_history(fit, trainer), out / "history.json")
     summary: dict[str, Any] = {
         "model": trial.model,
         "status": fit.status,
@@ -77,7 +78,8 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
         "protocol": protocol_record(protocol, trial.data, protocol_overridden or []),
         "device": str(trainer.device),
         "wall_seconds": None,
-        "units": UNITS,
+        "units": units(trainer.spec),
+        "clip_spec": dataclasses.asdict(trainer.spec),
     }
     summary["baselines"] = split_baselines(trainer.data)
     if fit.best_epoch is not None:
@@ -87,10 +89,10 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     return summary
 
 
-def _history(fit: Any, trial: TrialConfig) -> list[dict[str, Any]]:
+def _history(fit: Any, trainer: Trainer) -> list[dict[str, Any]]:
     """history.json: one record per epoch."""
     return [{"epoch": r.epoch, "train_loss": r.train_loss, "val": r.val, "seconds": r.seconds, "status": r.status,
-             "train_seconds": r.train_seconds, "train_samples": r.train_samples or trial.data.train_size}
+             "train_seconds": r.train_seconds, "train_samples": r.train_samples or trainer.train_size}
             for r in fit.history]
 
 
@@ -117,7 +119,7 @@ def _test_best(trainer: Trainer, out: Path, baselines: dict[str, Any]) -> dict[s
     if (out / "best.pt").is_file():  # else (see _carry_best) the weights this run ended with
         trainer.load_weights(out / "best.pt")
     found: dict[str, Any] = {"tested_epoch": trainer.epoch, "test": trainer.test()}
-    v = verdict(found["test"]["mse_frame"], baselines["splits"]["test"]["metrics"])
+    v = verdict(found["test"]["mse_frame"], baselines["splits"]["test"]["metrics"], trainer.spec.pixels)
     found["vs_best_baseline"] = v._asdict()
     print(v.words(trainer.trial.model), file=sys.stderr)
     inputs, truth, pred = trainer.predict("test", n=1)

@@ -64,3 +64,23 @@ def test_best_baseline_and_verdict() -> None:
     assert good.ratio == pytest.approx(0.5) and good.beats and "0.50x" in good.words("m")
     assert not bad.beats and "DOES NOT BEAT" in bad.words("m")
     assert best_baseline({}) == ("", math.nan) and not verdict(1.0, {}).beats
+
+
+def test_baselines_and_verdict_on_an_array_files_windows(tmp_path) -> None:
+    """Windows of a 2-channel 8x12 file: the blank frame's mse_frame is the sum over C*H*W, and the
+    verdict's per-pixel figure divides by C*H*W = 192."""
+    from mmtune.data.arrays import ArrayDataConfig, ArrayDataset
+    from mmtune.metrics.baselines import split_baselines
+
+    clips = np.zeros((10, 8, 2, 8, 12), np.uint8)
+    clips[:, :, 1] = 255  # channel 1 white: every target frame has 8 * 12 ones
+    np.save(tmp_path / "c.npy", clips)
+    data = ArrayDataset(ArrayDataConfig(path=str(tmp_path / "c.npy"), t_in=4, t_out=4))
+    base = split_baselines(data)
+    assert base["train_mean"] == pytest.approx(0.5)
+    test = base["splits"]["test"]["metrics"]
+    assert test["blank"]["mse_frame"] == pytest.approx(96.0)  # 8 * 12 ones
+    assert test["last_frame"]["mse_frame"] == 0.0
+    assert test["mean_frame"]["mse_frame"] == pytest.approx(48.0)  # 192 values off by 0.5
+    v = verdict(48.0, {"blank": test["blank"]}, pixels=2 * 8 * 12)
+    assert "mse_frame 48.0 (per-frame; 16256 per-pixel 0-255) = 0.50x the best baseline (blank" in v.words("m")

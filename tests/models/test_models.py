@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from mmtune.data.spec import ClipSpec
 from mmtune.errors import MMTuneError
 from mmtune.models import (
+    config_fields,
     get_entry,
     get_model,
     list_models,
@@ -260,3 +262,39 @@ def test_conv_tau_seed2023_preset() -> None:
 def test_overrides_beat_the_preset() -> None:
     cfg = make_model_config("conv_tau", preset="seed2023", N_T=2)
     assert (cfg.hid_S, cfg.N_T) == (32, 2)
+
+
+# The clip specs every model is tested on: Moving MNIST's, and a non-square 2-channel one of 8+8 frames.
+SPECS = [ClipSpec(), ClipSpec(t_in=8, t_out=8, channels=2, height=16, width=24)]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe())
+def test_model_follows_the_clip_spec(name: str, spec: ClipSpec) -> None:
+    """A model whose config has out_channels predicts the data's channels, frames and frame size."""
+    fields = set(config_fields(name))
+    if "out_channels" not in fields:  # a plugin that predicts one grey channel only
+        pytest.skip(f"{name} has no out_channels")
+    values = {"t_in": spec.t_in, "t_out": spec.t_out, "out_channels": spec.channels, "in_channels": spec.channels}
+    values.update({k: getattr(spec, k) for k in ("height", "width") if k in fields})
+    model = get_model(name, make_model_config(name, preset="small", **values))
+    x = torch.rand(B, spec.t_in, spec.channels, spec.height, spec.width)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (B, spec.t_out, spec.channels, spec.height, spec.width)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize(
+    "name, size, message",
+    [
+        ("conv_tau", {"height": 18, "width": 18},
+         "N_S must be at most 2 for 18x18 frames (each second layer halves H and W), got 4"),
+        ("conv_lstm", {"height": 15, "width": 16},
+         "conv_lstm needs H and W divisible by 2 (the ConvLSTM cells run at half size), got 15x16"),
+    ],
+)
+def test_a_frame_the_architecture_cannot_take_is_one_line(name: str, size: dict[str, int], message: str) -> None:
+    with pytest.raises(MMTuneError) as info:
+        make_model_config(name, N_S=4, **size) if name == "conv_tau" else make_model_config(name, **size)
+    assert str(info.value) == message

@@ -39,12 +39,10 @@ TRAIN = ["train", "--model", "simple_lstm", "--preset", "small", "--epochs", "2"
          "--val-size", "8", "--test-size", "8", "--batch-size", "8", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def tracked_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A 2-trial sweep with --tracker mlflow --tracker wandb, through the CLI; (its directory, its stderr)."""
+def _sweep(tmp: Path, name: str, *flags: str) -> tuple[Path, str]:
+    """A 2-trial sweep of TINY through the CLI with `flags`; (its directory, its stderr)."""
     from mmtune.cli import main
 
-    tmp = tmp_path_factory.mktemp("tracked")
     (tmp / "tiny.yaml").write_text(TINY)
     mp = pytest.MonkeyPatch()
     mp.delenv("WANDB_MODE", raising=False)
@@ -53,13 +51,19 @@ def tracked_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     try:
         with open(err, "w") as f:
             mp.setattr(sys, "stderr", f)
-            rc = main(["search", "--space", str(tmp / "tiny.yaml"), "--samples", "2", "--storage", str(tmp), "--name", "tracked",
-                       "--verbose", "0", "--tracker", "mlflow", "--tracker", "wandb"])
+            rc = main(["search", "--space", str(tmp / "tiny.yaml"), "--samples", "2", "--storage", str(tmp), "--name", name,
+                       "--verbose", "0", *flags])
     finally:
         mp.undo()
     text = err.read_text()
     assert rc == 0, text[-3000:]
-    return tmp / "tracked", text
+    return tmp / name, text
+
+
+@pytest.fixture(scope="module")
+def tracked_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A 2-trial sweep with --tracker mlflow --tracker wandb (the driver logs every run after it)."""
+    return _sweep(tmp_path_factory.mktemp("tracked"), "tracked", "--tracker", "mlflow", "--tracker", "wandb")
 
 
 def _client(uri: str):
@@ -124,12 +128,17 @@ def test_sweep_to_mlflow(tracked_sweep: tuple[Path, str]) -> None:
     assert parent.data.metrics["baseline/test/last_frame/mse_frame"] == base["last_frame"]["mse_frame"]
     assert parent.data.tags["best/simple_lstm"] == test["trial_id"]
     assert parent.data.params["samples"] == "2" and parent.data.tags["status"] == "completed"
-    # Logged again (`mmtune report --tracker`): the sweep's runs are replaced, not doubled.
+    _log_again_changes_nothing(client, experiment.experiment_id, exp, "mlflow", runs)
+
+
+def _log_again_changes_nothing(client, experiment_id: str, exp: Path, flag: str, runs: list) -> None:
+    """`mmtune report --tracker` on a folder logged before: the same runs, each epoch still there once."""
     from mmtune.cli import main
 
-    assert main(["report", str(exp), "--out", str(exp.parent / "again.html"), "--tracker", "mlflow"]) == 0
-    again = client.search_runs([experiment.experiment_id])
-    assert len(again) == len(runs) and not {r.info.run_id for r in again} & {r.info.run_id for r in runs}
+    before = {r.info.run_id: _history(client, r.info.run_id, "val_mse") for r in runs}
+    assert main(["report", str(exp), "--out", str(exp.parent / "again.html"), "--tracker", flag]) == 0
+    again = client.search_runs([experiment_id])
+    assert {r.info.run_id: _history(client, r.info.run_id, "val_mse") for r in again} == before
 
 
 @pytest.mark.xdist_group("ray")
@@ -155,6 +164,90 @@ def test_outcomes_reach_the_tags(tracked_sweep: tuple[Path, str], tmp_path: Path
     assert runs[failed].data.tags["error"] == "RuntimeError: boom"
     assert runs[stopped].data.tags["outcome"] == "stopped_early" and runs[stopped].info.status == "FINISHED"
     assert [s for s, _ in _history(client, runs[stopped].info.run_id, "val_mse")] == [1]
+
+
+@pytest.mark.xdist_group("ray")
+def test_trials_log_their_own_runs_live(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """--tracker-live: each trial logs its MLflow run from the Ray worker that trains it, epoch by epoch;
+    the driver then adds the sweep's run and each trial's outcome, and logs no epoch twice.
+
+    The store is a SQLite file (--tracker-live asks for live logging there): the path a tracking
+    server takes (`tracking.is_shared`), since no MLflow server runs here (mlflow-skinny has none).
+    """
+    from mmtune.search.tracking import LIVE_TAG
+
+    tmp = tmp_path_factory.mktemp("live")
+    db = tmp / "shared" / "mlflow.db"
+    exp, stderr = _sweep(tmp, "live", "--tracker", f"mlflow={db}", "--tracker-live", "--no-report")
+    assert "(2 trial run(s) logged live by their nodes)" in stderr, stderr[-2000:]
+    client = _client(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("live")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    trials = [r for r in runs if r is not parent]
+    df = read_results(exp)
+    outcomes = trial_outcomes(df)
+    assert sorted(r.data.tags["trial_id"] for r in trials) == sorted(df["trial_id"].unique())
+    written = (exp / "results.parquet").stat().st_mtime
+    for run in trials:
+        tid = run.data.tags["trial_id"]
+        g = df[df["trial_id"] == tid].sort_values("epoch")
+        tags = run.data.tags
+        assert tags[LIVE_TAG] == "1" and run.info.start_time / 1000 < written  # begun by the trial, before the results
+        assert tags["node"] == g["hostname"].iloc[0] and tags["node_ip"] == g["node_ip"].iloc[0]
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["outcome"] == outcomes[tid].value
+        assert tags["model"] == "simple_lstm" and run.info.status == "FINISHED"
+        assert set(run.data.params) == {"lr", "simple_lstm.hidden"}
+        assert float(run.data.params["lr"]) == g["config/lr"].iloc[0]
+        for key in ("val_mse", "val_mse_pixel255", "train_samples_per_s"):  # each epoch exactly once
+            assert _history(client, run.info.run_id, key) == list(zip(g["epoch"], g[key], strict=True)), key
+        # Logged by the worker as the epoch ended (milliseconds), not filled in by the driver from
+        # results.parquet's whole-second timestamps.
+        assert any(m.timestamp % 1000 for m in client.get_metric_history(run.info.run_id, "val_mse"))
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.json", "test_metrics.json"}
+    _log_again_changes_nothing(client, experiment.experiment_id, exp, f"mlflow={db}", runs)
+
+
+def test_tracker_live_needs_mlflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mmtune.cli import main
+
+    args = ["search", "--space", str(REPO / "search_spaces/smoke.yaml"), "--storage", str(tmp_path / "s"), "--name", "never",
+            "--tracker", "wandb", "--tracker-live"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--tracker-live logs MLflow runs" in err, err
+    assert not (tmp_path / "s" / "never").exists()
+
+
+@pytest.mark.parametrize(("uri", "shared"), [
+    ("http://mlflow-host:5000", True), ("https://mlflow.example", True), ("databricks", True),
+    ("databricks://profile", True), ("postgresql+psycopg2://u@db/mlflow", True),
+    ("sqlite:////nfs/mlflow.db", False), ("file:///nfs/mlruns", False),
+])
+def test_which_stores_trials_log_to_live(uri: str, shared: bool) -> None:
+    """Per-trial logging goes to stores many machines may write at once; a SQLite file or folder stays driver-side."""
+    from mmtune.search.tracking import is_shared, mlflow_uri
+
+    assert is_shared(mlflow_uri(uri, Path("/exp"))) is shared
+    assert not is_shared(mlflow_uri(None, Path("/exp"))) and not is_shared(mlflow_uri("runs/mlflow.db", Path("/exp")))
+
+
+def test_unreachable_tracking_server_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracking server nobody listens at: one line before Ray starts, nothing written."""
+    from mmtune.cli import main
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own knob: no minutes of back-off
+    with socket.socket() as s:  # a free port, closed again: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["search", "--space", str(REPO / "search_spaces/smoke.yaml"), "--storage", str(tmp_path / "s"),
+            "--name", "never", "--tracker", f"mlflow=http://127.0.0.1:{port}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"--tracker mlflow=http://127.0.0.1:{port}: the store at http://127.0.0.1:{port} cannot be used" in err
+    assert not (tmp_path / "s" / "never").exists()
 
 
 def _wandb_records(path: Path) -> list[bytes]:
@@ -195,7 +288,7 @@ def _read_offline_run(run_dir: Path) -> dict:
         if kind == "run":
             r = rec.run
             run.update(project=r.project, group=r.run_group, job_type=r.job_type, name=r.display_name,
-                       tags=list(r.tags))
+                       tags=list(r.tags), id=r.run_id)
             run["config"].update(items(r.config.update))
         elif kind == "config":
             run["config"].update(items(rec.config.update))
@@ -216,10 +309,25 @@ def _wandb_runs(root: Path) -> list[dict]:
 
 
 @pytest.mark.xdist_group("ray")
-def test_sweep_to_wandb_offline(tracked_sweep: tuple[Path, str]) -> None:
+def test_sweep_to_wandb_offline(tracked_sweep: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
     exp, stderr = tracked_sweep
     assert f"wandb sync {exp / 'wandb'}/offline-run-*" in stderr
     runs = _wandb_runs(exp)
+    _check_wandb(exp, runs)
+    # Logged again (`mmtune report --tracker wandb`): the same run ids, each run's offline copy replaced,
+    # so `wandb sync` sends one run per trial, not two.
+    from mmtune.cli import main
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert main(["report", str(exp), "--out", str(exp.parent / "again.html"), "--tracker", "wandb"]) == 0
+    again = _wandb_runs(exp)
+    assert len({r["id"] for r in runs}) == len(runs) == len(again) and {r["id"] for r in again} == {r["id"] for r in runs}
+    assert not {r["dir"] for r in again} & {r["dir"] for r in runs}
+    _check_wandb(exp, again)
+
+
+def _check_wandb(exp: Path, runs: list[dict]) -> None:
+    """The offline runs of the sweep `exp` hold its trials, their outcomes and epochs, and its files."""
     df = read_results(exp)
     outcomes = trial_outcomes(df)
     assert {r["group"] for r in runs} == {"tracked"} and {r["project"] for r in runs} == {"mmtune"}

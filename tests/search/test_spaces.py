@@ -6,6 +6,7 @@ import pickle
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -97,7 +98,11 @@ def test_define_by_run_is_conditional_and_builds_configs(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
-def test_shipped_spaces_parse(path: Path) -> None:
+def test_shipped_spaces_parse(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = yaml.safe_load(path.read_text()).get("data") or {}
+    if "path" in data:  # a space over your own array (own_data.yaml): its example file, where the sweep runs
+        monkeypatch.chdir(tmp_path)
+        np.save(data["path"], np.zeros((10, 24, 2, 32, 48), np.uint8))
     space = load_space(path)
     assert space.models
     for model in space.models:
@@ -326,3 +331,26 @@ def test_a_million_choices_in_yaml_are_refused_before_yaml_builds_them(
     assert str(err.value) == (f"{path}: models.simple_lstm.hidden.choices must hold at most 10,000 items (for a "
                               f"categorical of more, use an int or float range instead), got 1,000,000")
     assert config_builds == []
+
+
+def test_a_data_section_naming_an_array_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data: {path, t_in, t_out}: the path is made absolute (Ray trials run elsewhere) and the models follow
+    the file's clip spec; a bad file, an unknown key or flow on it is one line naming the space."""
+    monkeypatch.chdir(tmp_path)
+    np.save("clips.npy", np.zeros((10, 16, 2, 16, 24), np.uint8))
+    no_flow = {**GOOD, "models": {"simple_lstm": GOOD["models"]["simple_lstm"]}}
+    space = load_space(_write(tmp_path, {**no_flow, "data": {"path": "clips.npy", "t_in": 8, "t_out": 8}}))
+    assert space.data["path"] == str(tmp_path / "clips.npy")
+    cfg = space.trial_config({"model": "simple_lstm", "lr": 1e-3, "batch_size": 8, "simple_lstm.hidden": 32})
+    assert (cfg.model_cfg.out_channels, cfg.model_cfg.height, cfg.model_cfg.t_in) == (2, 16, 8)
+    np.save("short.npy", np.zeros((10, 12, 2, 16, 24), np.uint8))
+    for data, message in [
+        ({"path": "short.npy", "layout": "NTCHW", "t_in": 8, "t_out": 8},
+         "data: data file " + str(tmp_path / "short.npy") + ": clips of 12 frames are fewer than t_in + t_out = 16"),
+        ({"path": "clips.npy", "train_size": 8}, "data: unknown key 'train_size'"),
+    ]:
+        with pytest.raises(MMTuneError) as info:
+            load_space(_write(tmp_path, {**no_flow, "data": data}))
+        assert message in str(info.value) and str(info.value).startswith(str(tmp_path / "space.yaml"))
+    with pytest.raises(MMTuneError, match="flow 'oracle' is offered for generated Moving MNIST only"):
+        load_space(_write(tmp_path, {**GOOD, "data": {"path": "clips.npy", "t_in": 8, "t_out": 8}}))
