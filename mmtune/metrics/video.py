@@ -131,10 +131,12 @@ def _gaussian_1d(device: torch.device) -> Tensor:
 
 
 def _ssim_steps(pred: Tensor, true: Tensor) -> Tensor:
-    """Per-frame SSIM with data range 1, (B, T); matches skimage's gaussian_weights=True."""
+    """Per-frame SSIM with data range 1, (B, T); matches skimage's gaussian_weights=True. NaN for
+    frames under 11x11, where its 11-tap Gaussian window does not fit (an own array's small frames:
+    their other metrics still count)."""
     b, t, c, h, w = pred.shape
     if h < _SSIM_WIN or w < _SSIM_WIN:
-        raise MMTuneError(f"ssim needs frames of at least {_SSIM_WIN}x{_SSIM_WIN}, got {h}x{w}")
+        return torch.full((b, t), float("nan"), device=pred.device)
     x = pred.reshape(b * t, c, h, w)
     y = true.reshape(b * t, c, h, w)
     maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (N, 5C, H, W)
@@ -237,7 +239,7 @@ def ssim(pred: Tensor, true: Tensor) -> float:
     K1=0.01, K2=0.03, a 5-pixel border excluded from the mean); channels are averaged.
 
     Args:
-        pred: Predicted frames, (B, T, C, H, W), pixels in [0, 1], H and W at least 11.
+        pred: Predicted frames, (B, T, C, H, W), pixels in [0, 1]; NaN when H or W is under 11.
         true: Target frames, same shape.
 
     Returns:
