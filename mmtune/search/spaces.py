@@ -361,7 +361,16 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
     for model in models:
         sections[model] = _parse_section(model, sections_raw.get(model) or {}, f"{where}: models.{model}")
 
-    data = raw.get("data") or {}
+    data, sweep = _parse_data(raw.get("data") or {}, where), _parse_sweep(raw.get("sweep") or {}, where)
+    description = raw.get("description") or ""
+    space = SearchSpace(where, models, sections, weights, shared, dict(data), str(description), dict(sweep))
+    _check_configs(space)
+    return space
+
+
+def _parse_data(data: Any, where: str) -> dict[str, Any]:
+    """The space's fixed data section: Moving MNIST's DataConfig fields, or an array file's (its paths made
+    absolute, its header read now so that a bad file is one line)."""
     if not isinstance(data, dict):
         raise MMTuneError(f"{where}: data must be a mapping of DataConfig (or ArrayDataConfig) field to a fixed value")
     if any(data.get(k) for k in ARRAY_KEYS):  # an array file: its paths are read from the working folder
@@ -373,8 +382,11 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
         _ = make_data_config(data).spec  # an array file's header is read: a bad file is one line now
     except MMTuneError as exc:
         raise MMTuneError(f"{where}: data: {exc}") from None
-    description = raw.get("description") or ""
-    sweep = raw.get("sweep") or {}
+    return dict(data)
+
+
+def _parse_sweep(sweep: Any, where: str) -> dict[str, Any]:
+    """The space's sweep section: its keys and the type of each value checked."""
     if not isinstance(sweep, dict):
         raise MMTuneError(f"{where}: sweep must be a mapping with some of {list(SWEEP_KEYS)}")
     _unknown(sweep, SWEEP_KEYS, f"{where}: sweep", "key")
@@ -393,9 +405,7 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
                               f"got {value!r}")
         if key == "final_share" and not 0 <= value < 1:
             raise MMTuneError(f"{where}: sweep.final_share must be at least 0 and below 1, got {value!r}")
-    space = SearchSpace(where, models, sections, weights, shared, dict(data), str(description), dict(sweep))
-    _check_configs(space)
-    return space
+    return dict(sweep)
 
 
 def _parse_model_choice(
