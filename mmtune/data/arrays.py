@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mmtune.data.spec import ClipSpec
+from mmtune.data.spec import ClipSpec, from_known_keys
 from mmtune.errors import MMTuneError
 
 LAYOUTS = ("NTCHW", "NTHWC", "NTHW", "TNHW")
@@ -157,11 +157,7 @@ class ArrayDataConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ArrayDataConfig:
         """Build from a dict, rejecting unknown keys by name."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise MMTuneError(f"unknown array data key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
+        return from_known_keys(cls, values, "array data")
 
 
 def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import numpy as np
 from mmtune.data.arrays import ArrayDataConfig, ArrayDataset
 from mmtune.data.digits import DIGIT_SOURCES, DigitPools, load_digits, split_digits
 from mmtune.data.moving_mnist import Clips, MotionSpec, generate, load_standard_file
-from mmtune.data.spec import MOVING_MNIST, ClipSpec
+from mmtune.data.spec import MOVING_MNIST, ClipSpec, from_known_keys
 from mmtune.errors import MMTuneError
 
 T_IN = MOVING_MNIST.t_in  # input frames; the other 10 of the 20 are the targets
@@ -64,11 +64,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DataConfig:
         """Build from a dict, rejecting unknown keys by name."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise MMTuneError(f"unknown data config key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
+        return from_known_keys(cls, values, "data config")
 
 
 # The keys of a data section that name an array file (an ArrayDataConfig) rather than generated clips.
@@ -125,3 +121,4 @@ class MovingMNIST:
                 self._cache["test_file"] = Clips(arr, np.zeros((0,), np.int16), np.zeros((0,), np.int64))
             return self._cache["test_file"].frames
         return self.clips(split, epoch).frames
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mmtune.errors import MMTuneError
 
@@ -44,3 +45,11 @@ class ClipSpec:
 
 
 MOVING_MNIST = ClipSpec()  # Srivastava's protocol: 10 frames in, 10 out, one grey 64x64 channel
+
+def from_known_keys(cls: Any, values: dict[str, Any], what: str) -> Any:
+    """`cls(**values)` for a dataclass, an unknown key named in one line (DataConfig, ArrayDataConfig)."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise MMTuneError(f"unknown {what} key(s) {unknown}; expected some of {sorted(known)}")
+    return cls(**values)

@@ -70,6 +70,7 @@ from mmtune.search.tracking import (  # what the trials' live runs and the drive
     SOURCE_TAG,
     experiment_id,
     find_runs,
+    flat,
     logged_steps,
     mlflow_client,
     mlflow_uri,
@@ -224,7 +225,7 @@ def sweep_log(exp_dir: str | Path) -> ExperimentLog:
     parent_tags = {"kind": "sweep", "status": meta.status, "outcome": meta.status,
                    "node": socket.gethostname(),  # the driver's: it tested the families and wrote the files
                    "num_trials": str(meta.num_trials), **best}
-    params = {k: v for k, v in _flatten(meta.args).items() if v is not None}
+    params = {k: v for k, v in flat(meta.args, ".").items() if v is not None}
     parent = RunLog(meta.name, params, parent_tags, meta.status, summary=summary, files=files,
                     started=min((r.started for r in runs if r.started is not None), default=None),
                     ended=max((r.ended for r in runs if r.ended is not None), default=None))
@@ -261,7 +262,7 @@ def train_log(out_dir: str | Path) -> ExperimentLog:
         tags["message"] = str(summary_json["message"])[:5000]
     wall = as_finite(summary_json.get("wall_seconds"))
     ended = (out / "test_metrics.json").stat().st_mtime
-    run = RunLog(out.name, _flatten(config), tags, status, steps, summary,
+    run = RunLog(out.name, flat(config, "."), tags, status, steps, summary,
                  [out / f for f in TRAIN_FILES if (out / f).is_file()],
                  started=ended - wall if not math.isnan(wall) else None, ended=ended)
     return ExperimentLog(TRAIN_EXPERIMENT, "train", out, [run])
@@ -286,17 +287,6 @@ def _first(col: Any) -> Any:
 def _timestamp(x: Any) -> float | None:
     t = as_finite(x)
     return None if math.isnan(t) else t
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # -- writing it ----------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ class TrialRun:
                                          tags={**tags, "trial_id": trial_id, SOURCE_TAG: live.source,
                                                LIVE_TAG: "1", KIND_TAG: "sweep"})
             self.run_id = run.info.run_id
-            batch = [Param(k, str(v)[:500]) for k, v in _flat(params).items() if v is not None]
+            batch = [Param(k, str(v)[:500]) for k, v in flat(params).items() if v is not None]
             for i in range(0, len(batch), 100):  # MLflow takes 100 params a batch
                 self.client.log_batch(self.run_id, params=batch[i:i + 100])
         except Exception as exc:
@@ -236,12 +236,13 @@ class TrialRun:
               file=sys.stderr, flush=True)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A config as results.parquet's `config/` columns name it ({"a": {"b": 1}} -> {"a/b": 1})."""
+def flat(d: dict[str, Any], sep: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested keys joined by `sep`: "/" as results.parquet's `config/` columns name them
+    ({"a": {"b": 1}} -> {"a/b": 1}), "." for the driver's params ({"train.lr": 0.1})."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
+            out.update(flat(v, sep, f"{prefix}{k}{sep}"))
         else:
             out[f"{prefix}{k}"] = v
     return out
