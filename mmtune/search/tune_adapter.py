@@ -168,12 +168,32 @@ def _train(config: dict[str, Any], run: RunSpec) -> None:
 
 
 def _quiet(cpus: float) -> None:
-    """A trial's torch threads (its CPUs), and Ray's per-epoch "Checkpoint successfully created" silenced."""
+    """A trial's torch threads (its CPUs), Ray's per-epoch "Checkpoint successfully created" silenced,
+    and a worker stopped inside a callback exits without a traceback (`exit_when_stop_is_lost`)."""
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
     for name in ("ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    sys.unraisablehook = exit_when_stop_is_lost
+
+
+def exit_when_stop_is_lost(unraisable: Any) -> None:
+    """`sys.unraisablehook` of a trial's worker.
+
+    Ray stops a worker with SIGTERM, and its handler raises SystemExit. When the signal lands in a
+    weakref callback or a `__del__` (a reused worker is stopped when the sweep ends), Python cannot
+    raise it there: it prints "Exception ignored in ..." with a traceback, which Ray forwards to the
+    sweep's stderr, and the worker runs on. The worker was being stopped, so it exits here, quietly;
+    every other unraisable exception is printed as Python always does.
+    """
+    exc = unraisable.exc_value
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.__unraisablehook__(unraisable)
 
 
 def _node() -> dict[str, Any]:
@@ -246,6 +266,33 @@ def _older_checkpoints(ckpt: Checkpoint) -> list[Checkpoint]:
     return [Checkpoint(posixpath.join(parent, n), filesystem=fs) for n in names]
 
 
+class _Restoring:
+    """The trials of the Ray experiment being restored (Ray trial id -> Optuna trial number), read
+    by `run` before `fit`, for the searcher and limiter that Ray restores inside `fit`."""
+
+    trials: dict[str, int] = {}
+
+    @classmethod
+    @contextlib.contextmanager
+    def these(cls, trials: dict[str, int]):  # type: ignore[no-untyped-def]
+        cls.trials = trials
+        try:
+            yield
+        finally:
+            cls.trials = {}
+
+
+
+def _ray_trials(grid: Any) -> dict[str, int]:
+    """Ray trial id -> Optuna trial number, of every trial in a restored experiment."""
+    out = {}
+    for r in grid:
+        number = (r.config or {}).get("optuna_trial")
+        if number is not None:
+            out[posixpath.basename(str(r.path).rstrip("/")).removeprefix("trial_")] = int(number)  # trial_dirname
+    return out
+
+
 class RecordingOptunaSearch(OptunaSearch):
     """OptunaSearch that also writes, as user attributes of each Optuna trial, the Ray trial id,
     the epoch its reported value was reached at, and whether ASHA stopped it or it diverged.
@@ -275,25 +322,36 @@ class RecordingOptunaSearch(OptunaSearch):
         return self.__dict__["_best_values"]
 
     def restore(self, checkpoint_path: str) -> None:
-        """Load the saved searcher (on --resume), then fail the Optuna trials that were lost with the driver."""
+        """Load the saved searcher (on --resume), then make it agree with Ray's restored trials."""
         super().restore(checkpoint_path)
-        self._fail_orphans()
+        self.reconcile(_Restoring.trials)
 
-    def _fail_orphans(self) -> None:
-        # The driver asks Optuna for a trial (written to SQLite at once) before Ray saves the trial in
-        # its experiment state; a crash in between leaves an Optuna trial RUNNING that no Ray trial will
-        # ever finish. Constant-liar TPE would keep treating it as in flight, and the dashboard would
-        # show it running forever: mark it failed. Ray asks for a new trial in its place.
+    def reconcile(self, ray_trials: dict[str, int]) -> None:
+        """Match the restored searcher to the trials Ray restored (Ray trial id -> Optuna number).
+
+        Ray writes its trials, then the searcher, then copies both to storage, and the driver asks
+        Optuna for a trial (written to SQLite at once) before either: a crash in between leaves
+        them apart. Ray's trials are what runs, so: a Ray trial the searcher does not know takes
+        its Optuna trial back; one it knows that Ray lost is dropped; and an Optuna trial still
+        RUNNING that no Ray trial carries is failed as lost (constant-liar TPE would keep treating
+        it as in flight, and the dashboard would show it running forever). Ray asks for new trials
+        in place of the lost ones.
+        """
         study = self._ot_study
         if study is None:  # nothing was ever asked for
             return
-        known = {t.number for t in self._ot_trials.values()}
-        for ft in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if ft.number in known:
-                continue
-            optuna.trial.Trial(study, ft._trial_id).set_user_attr(
-                "lost", "asked for just before the driver crashed; its Ray trial was never saved")
-            study.tell(ft.number, state=optuna.trial.TrialState.FAIL)
+        by_number = {ft.number: ft for ft in study.get_trials(deepcopy=False)}
+        for trial_id in [t for t in self._ot_trials if t not in ray_trials]:
+            del self._ot_trials[trial_id]
+        for trial_id, number in ray_trials.items():
+            if trial_id not in self._ot_trials and number in by_number:
+                self._ot_trials[trial_id] = optuna.trial.Trial(study, by_number[number]._trial_id)
+        claimed = {ot.number for ot in self._ot_trials.values()}
+        for number, ft in by_number.items():
+            if ft.state == optuna.trial.TrialState.RUNNING and number not in claimed:
+                optuna.trial.Trial(study, ft._trial_id).set_user_attr(
+                    "lost", "asked for just before the driver crashed; its Ray trial was never saved")
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         # After a driver crash the saved searcher can be older than the study: a trial it thinks
@@ -359,6 +417,7 @@ class BudgetLimiter(ConcurrencyLimiter):
         return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self._claim(trial_id)
         if self.policy is not None and trial_id in self.started:
             self.policy.on_result(trial_id, time.time() - self.started[trial_id], int(result.get("epoch", 0)),
                                   int(result.get("epochs_planned", 1)))
@@ -366,6 +425,7 @@ class BudgetLimiter(ConcurrencyLimiter):
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self._claim(trial_id)
         if self.policy is not None and trial_id in self.started:
             now = time.time()
             self.policy.on_complete(trial_id, now - self.started.pop(trial_id))
@@ -382,11 +442,25 @@ class BudgetLimiter(ConcurrencyLimiter):
             for trial_id in list(self.started):
                 self.on_trial_complete(trial_id)
 
-    def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
+    def set_state(self, state: dict[str, Any]) -> None:
+        """On --resume (Ray restores a wrapper's state with this): only Ray's restored trials count
+        as live (a trial saved here that Ray lost would hold its slot forever), and the budget
+        starts again."""
+        super().set_state(state)
+        self.live_trials = {t for t in self.live_trials if t in _Restoring.trials}
+        self.num_unfinished_live_trials = len(self.live_trials)
         if self.policy is not None:
             self.policy = BudgetPolicy(self.policy.budget_s)
-            self.started = {}
+        self.started, self.last = {}, {}
+
+    def _claim(self, trial_id: str) -> None:
+        # A restored Ray trial that this limiter had not saved as live is live again once Ray runs it.
+        searcher = self.searcher
+        if (trial_id not in self.live_trials and trial_id in _Restoring.trials
+                and isinstance(searcher, RecordingOptunaSearch) and trial_id in searcher._ot_trials
+                and trial_id not in searcher._completed_trials):
+            self.live_trials.add(trial_id)
+            self.num_unfinished_live_trials += 1
 
 
 # -- cluster --------------------------------------------------------------------------------
@@ -514,6 +588,7 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     if resume:
         tuner = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec),
                                    resume_unfinished=True, resume_errored=True)
+        restored = _ray_trials(tuner.get_results())
     else:
         limiter = BudgetLimiter(_searcher(settings, spec), settings.max_concurrent, settings.budget_s)
         tuner = tune.Tuner(
@@ -527,7 +602,8 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
         )
     interrupted, t0 = False, time.time()
     try:
-        grid = tuner.fit()
+        with _Restoring.these(restored if resume else {}):
+            grid = tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
         grid = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec)).get_results()
