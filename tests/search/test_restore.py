@@ -68,3 +68,14 @@ def test_a_ray_trial_that_fails_after_the_restore_fails_its_optuna_trial(crashed
     with _Restoring.these({"a": 0, "b": 2}):
         limiter.on_trial_complete("b", error=True)  # no result: Ray gives the trial id alone
     assert study.trials[2].state == optuna.trial.TrialState.FAIL and study.trials[2].user_attrs["errored"]
+
+
+def test_the_budget_counts_again_from_the_resume(tmp_path) -> None:
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    limiter = BudgetLimiter(_searcher(db), max_concurrent=1, budget_s=60)
+    assert limiter.policy is not None and limiter.suggest("a") is not None
+    limiter.policy.start = 0.0  # a budget spent long ago
+    restored = BudgetLimiter(_searcher(db), max_concurrent=1, budget_s=60)
+    with _Restoring.these({"a": 0}):
+        restored.set_state(limiter.get_state())
+    assert restored.policy is not None and restored.policy.start is None and restored.started == {}
