@@ -177,22 +177,27 @@ def _generated_data(args: argparse.Namespace, protocol: Any, explicit: list[str]
     return data
 
 
-def subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """The `add_parser` functions of every subcommand: train, search, report, bench."""
+def subcommands() -> dict[str, Callable[[argparse._SubParsersAction], None]]:
+    """The `add_parser` function of every subcommand, by name: train, search, report, bench."""
     from mmtune.bench.cli import add_parser as add_bench
     from mmtune.report.cli import add_parser as add_report
     from mmtune.report.cli import after_sweep
     from mmtune.search.cli import add_parser as add_search
 
-    return [add_train_parser, functools.partial(add_search, after=after_sweep), add_report, add_bench]
+    return {"train": add_train_parser, "search": functools.partial(add_search, after=after_sweep),
+            "report": add_report, "bench": add_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mmtune` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="mmtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in subcommands():
-        add(sub)
+    commands = subcommands()
+    # Only the command that runs builds its parser (`mmtune --help` builds them all): the train
+    # parser lists the model registry, which imports torch, and `mmtune report` needs none.
+    for name in [argv[0]] if argv and argv[0] in commands else list(commands):
+        commands[name](sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -19,16 +19,15 @@ Example:
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mmtune.data.spec import MOVING_MNIST
 from mmtune.errors import MMTuneError
-from mmtune.metrics.video import MetricAccumulator, frame_to_pixel255
+from mmtune.metrics.verdict import BASELINES, Verdict, best_baseline, verdict
+from mmtune.metrics.video import MetricAccumulator
 
 __all__ = [
     "BASELINES",
@@ -40,14 +39,6 @@ __all__ = [
     "train_mean_intensity",
     "verdict",
 ]
-
-BASELINES: dict[str, str] = {
-    "blank": "a black frame",
-    "mean_frame": "a constant frame at the training split's mean intensity",
-    "last_frame": "the last input frame, repeated",
-    "input_mean": "the per-pixel mean of the input frames",
-}
-
 
 def baseline_prediction(name: str, x: Tensor, t_out: int, train_mean: float) -> Tensor:
     """The prediction of baseline `name` from inputs x (B, T_in, C, H, W): (B, t_out, C, H, W)."""
@@ -105,15 +96,6 @@ def evaluate_baselines(
     return {name: acc.compute() for name, acc in accs.items()}
 
 
-def best_baseline(baselines: dict[str, dict[str, Any]], metric: str = "mse_frame") -> tuple[str, float]:
-    """(name, value) of the baseline with the lowest `metric`; ("", nan) when there is none."""
-    finite = {k: float(v[metric]) for k, v in baselines.items() if math.isfinite(float(v.get(metric, math.nan)))}
-    if not finite:
-        return "", math.nan
-    name = min(finite, key=finite.__getitem__)
-    return name, finite[name]
-
-
 def split_baselines(data: Any, splits: tuple[str, ...] = ("val", "test")) -> dict[str, Any]:
     """The baselines of every split a run evaluates, as written to test_metrics.json / baselines.json.
 
@@ -133,32 +115,3 @@ def split_baselines(data: Any, splits: tuple[str, ...] = ("val", "test")) -> dic
         frames = data.frames(split)
         out["splits"][split] = {"size": int(len(frames)), "metrics": evaluate_baselines(frames, train_mean, t_in)}
     return out
-
-
-class Verdict(NamedTuple):
-    """A model's test MSE set beside the best baseline of the same split."""
-
-    mse_frame: float  # the model's
-    baseline: str  # the best baseline's name ("" when there is none)
-    baseline_mse: float  # its mse_frame
-    ratio: float  # model mse_frame / baseline mse_frame (nan when either is missing)
-    beats: bool  # ratio < 1
-    pixels: int = MOVING_MNIST.pixels  # values per frame, C * H * W (default Moving MNIST's 4096): the per-pixel divisor
-
-    def words(self, model: str) -> str:
-        """One line for the console and the report."""
-        if not math.isfinite(self.ratio):
-            return f"{model}: no baseline comparison (a test MSE or the baselines are missing)"
-        rel = (f"test mse_frame {self.mse_frame:.1f} (per-frame; {frame_to_pixel255(self.mse_frame, self.pixels):.0f} per-pixel "
-               f"0-255) = {self.ratio:.2f}x the best baseline ({self.baseline}, mse_frame {self.baseline_mse:.1f})")
-        if self.beats:
-            return f"{model}: {rel}"
-        return f"{model}: DOES NOT BEAT the best baseline: {rel}; it has not learned to predict"
-
-
-def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]], pixels: int = MOVING_MNIST.pixels) -> Verdict:
-    """Compare a model's mse_frame with the best of `baselines` (``{name: metrics}`` of one split);
-    `pixels` is C * H * W of a frame."""
-    name, value = best_baseline(baselines)
-    ratio = model_mse_frame / value if math.isfinite(model_mse_frame) and value > 0 else math.nan
-    return Verdict(float(model_mse_frame), name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0), int(pixels))

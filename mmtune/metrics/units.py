@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from mmtune.data.spec import MOVING_MNIST, ClipSpec
 
+SCALE255_SQ = 255.0**2  # 65025
+
 
 def units(spec: ClipSpec = MOVING_MNIST) -> dict[str, str]:
     """The unit text of each metric for clips of `spec` (the sums run over its C x H x W values).
@@ -24,3 +26,29 @@ def units(spec: ClipSpec = MOVING_MNIST) -> dict[str, str]:
 
 
 UNITS = units()  # Moving MNIST's 1x64x64 frames
+
+
+def frame_to_pixel255(x: float, pixels: int = MOVING_MNIST.pixels) -> float:
+    """Convert an OpenSTL per-frame MSE to a per-pixel MSE on the 0-255 scale.
+
+    Args:
+        x: MSE summed over the ``pixels`` values of a frame, pixels in ``[0, 1]``.
+        pixels: Values per frame, ``C * H * W`` (4096 for 1x64x64 Moving MNIST).
+
+    Returns:
+        ``x * 65025 / pixels``.
+    """
+    return x * SCALE255_SQ / pixels
+
+
+def pixel255_to_frame(x: float, pixels: int = MOVING_MNIST.pixels) -> float:
+    """Convert a per-pixel MSE on the 0-255 scale to an OpenSTL per-frame MSE.
+
+    Args:
+        x: Mean per-pixel squared error on the 0-255 scale.
+        pixels: Values per frame, ``C * H * W`` (4096 for 1x64x64 Moving MNIST).
+
+    Returns:
+        ``x * pixels / 65025``.
+    """
+    return x * pixels / SCALE255_SQ

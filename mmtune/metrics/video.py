@@ -13,7 +13,7 @@ Two MSE conventions are in use for Moving MNIST, and papers mix them up:
 
 They differ by a constant: ``mse_pixel255 = mse_frame * 255**2 / (C*H*W)``, i.e. for a
 64x64 single-channel frame ``mse_pixel255 = mse_frame * 65025 / 4096 ≈ mse_frame * 15.875``.
-``frame_to_pixel255`` and ``pixel255_to_frame`` do the conversion.
+``frame_to_pixel255`` and ``pixel255_to_frame`` (in `units.py`) do the conversion.
 
 PSNR and SSIM are computed per frame (data range 1) and averaged over frames.
 
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmtune.data.spec import MOVING_MNIST
 from mmtune.errors import MMTuneError
+from mmtune.metrics.units import SCALE255_SQ, frame_to_pixel255, pixel255_to_frame
 
 __all__ = [
     "METRIC_NAMES",
@@ -56,37 +56,10 @@ METRIC_NAMES: tuple[str, ...] = ("mse_frame", "mse_pixel255", "mae_frame", "ssim
 # Per-pixel MSE floor for PSNR: identical frames score 10*log10(1/1e-10) = 100 dB, not inf.
 PSNR_MSE_FLOOR = 1e-10
 
-_SCALE255_SQ = 255.0**2  # 65025
 _SSIM_WIN = 11
 _SSIM_SIGMA = 1.5
 _SSIM_K1 = 0.01
 _SSIM_K2 = 0.03
-
-
-def frame_to_pixel255(x: float, pixels: int = MOVING_MNIST.pixels) -> float:
-    """Convert an OpenSTL per-frame MSE to a per-pixel MSE on the 0-255 scale.
-
-    Args:
-        x: MSE summed over the ``pixels`` values of a frame, pixels in ``[0, 1]``.
-        pixels: Values per frame, ``C * H * W`` (4096 for 1x64x64 Moving MNIST).
-
-    Returns:
-        ``x * 65025 / pixels``.
-    """
-    return x * _SCALE255_SQ / pixels
-
-
-def pixel255_to_frame(x: float, pixels: int = MOVING_MNIST.pixels) -> float:
-    """Convert a per-pixel MSE on the 0-255 scale to an OpenSTL per-frame MSE.
-
-    Args:
-        x: Mean per-pixel squared error on the 0-255 scale.
-        pixels: Values per frame, ``C * H * W`` (4096 for 1x64x64 Moving MNIST).
-
-    Returns:
-        ``x * pixels / 65025``.
-    """
-    return x * pixels / _SCALE255_SQ
 
 
 def _check_video_pair(pred: Tensor, true: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,7 +81,7 @@ def _mse_frame_steps(pred: Tensor, true: Tensor) -> Tensor:
 
 def _mse_pixel255_steps(pred: Tensor, true: Tensor) -> Tensor:
     """Per-frame mean squared error on the 0-255 scale, (B, T)."""
-    return (pred - true).square().mean(dim=(2, 3, 4)) * _SCALE255_SQ
+    return (pred - true).square().mean(dim=(2, 3, 4)) * SCALE255_SQ
 
 
 def _mae_frame_steps(pred: Tensor, true: Tensor) -> Tensor:

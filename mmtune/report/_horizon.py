@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mmtune._num import is_finite
-from mmtune.metrics import frame_to_pixel255
+from mmtune.metrics.units import frame_to_pixel255
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
 from mmtune.report._load import Experiment
 from mmtune.report._plot import empty_figure, model_colors

@@ -140,7 +140,7 @@ def _baselines(space: SearchSpace) -> Baselines:
 
 def _with_verdicts(tests: dict[str, TestResult], baselines: Baselines) -> dict[str, TestResult]:
     """Each tested model set beside the best test baseline (`vs_best_baseline`)."""
-    from mmtune.metrics.baselines import verdict
+    from mmtune.metrics.verdict import verdict
 
     test_base = baselines.splits["test"].metrics
     return {m: dataclasses.replace(t, vs_best_baseline=verdict(t.test["mse_frame"], test_base)._asdict())

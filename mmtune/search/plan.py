@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmtune.errors import MMTuneError
 from mmtune.search import owner
@@ -28,9 +28,10 @@ from mmtune.search.experiment import (
     is_uri,
     read_sweep,
 )
-from mmtune.search.spaces import SearchSpace, load_space
 from mmtune.search.warm_start import DEFAULT_TOP_K, WarmStart
-from mmtune.training.checkpoint import checksum_problem
+
+if TYPE_CHECKING:  # the space parser needs the model registry (torch), which `mmtune report`'s CLI does not
+    from mmtune.search.spaces import SearchSpace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPACE = "search_spaces/default.yaml"
@@ -140,6 +141,8 @@ def plan_sweep(args: SweepArgs) -> SweepPlan:
         if (local_root / str(run_args.name)).exists():
             raise MMTuneError(f"experiment {local_root / str(run_args.name)} already exists; pass --resume --name "
                               f"{run_args.name} to continue it, or another --name")
+    from mmtune.search.spaces import load_space
+
     space = load_space(space_path)
     protocol = None
     if run_args.protocol:
@@ -273,6 +276,8 @@ def check_checkpoints(exp_dir: Path) -> None:
     trial's epochs (a finished trial's best checkpoint is also what the test split is run on), and
     nothing of the experiment has been touched yet.
     """
+
+    from mmtune.training.checkpoint import checksum_problem
 
     states = sorted(exp_dir.glob("trial_*/checkpoint_*/state.pt"))
     for state in states:

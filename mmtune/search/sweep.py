@@ -25,7 +25,7 @@ from typing import Any
 from mmtune._hardware import machine
 from mmtune._num import as_finite
 from mmtune.data.datasets import make_data_config
-from mmtune.metrics.baselines import Verdict
+from mmtune.metrics.verdict import Verdict
 from mmtune.search import owner
 from mmtune.search.budget import format_duration
 from mmtune.search.evaluate import Findings, best_per_model, checkpoint_for, evaluate, write_findings

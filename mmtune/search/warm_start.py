@@ -20,11 +20,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmtune.errors import MMTuneError
 from mmtune.search.experiment import FLOPS, MODEL_KEY, RESULTS_FILE, best_row
-from mmtune.search.spaces import SearchSpace
+
+if TYPE_CHECKING:
+    from mmtune.search.spaces import SearchSpace
 
 DEFAULT_TOP_K = 3
 WARM_ATTR = "warm_start_from"

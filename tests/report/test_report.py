@@ -383,3 +383,20 @@ def test_summary_states_the_final_phase_and_the_training_share(make_exp, tmp_pat
     s = get_summary_info(load_experiment(exp))
     assert s.final_phase == "not run (trial t2's epoch-3 checkpoint, continued): too little of the budget was left"
     assert s.training_share == "the trials spent 40 % of the machine's time in training steps"
+
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now fails
+from mmtune.cli import main
+sys.exit(main(["report", sys.argv[1], "--out", sys.argv[2]]))
+"""
+
+
+def test_mmtune_report_reads_a_sweep_without_torch(make_exp, tmp_path) -> None:
+    # The report only reads JSON, Parquet and PNGs: no torch in its imports (nor the CLI's).
+    exp, out = make_exp(), tmp_path / "r.html"
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, str(exp), str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Predicted frames" in out.read_text() and "Against the trivial baselines" in out.read_text()
