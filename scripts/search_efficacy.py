@@ -46,7 +46,7 @@ def _cpu() -> str:
 def summarize(exp_dir: Path, arm: str, seed: int, wall_s: float, budget: str) -> dict:
     """The run's test MSE (its best model by val MSE), FLOPs, time and anytime curve, from its files."""
     sys.path.insert(0, str(ROOT))
-    from mmtune.search.experiment import read_results, read_sweep
+    from mmtune.experiment import read_results, read_sweep
 
     meta = read_sweep(exp_dir)
     df = read_results(exp_dir).sort_values("timestamp", kind="stable")

@@ -18,11 +18,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mmtune.data.datasets import ARRAY_KEYS, DataConfig
+from mmtune.experiment import FLOPS, SweepMeta
 from mmtune.report._load import Experiment
 from mmtune.report._plot import empty_figure, run_colors
 from mmtune.report._summary import _timestamp
 from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER
-from mmtune.search.experiment import FLOPS, SweepMeta
 
 TITLE = "Anytime: best validation MSE so far"
 Y_LABEL = "best val mse_frame so far (per-frame MSE, OpenSTL)"

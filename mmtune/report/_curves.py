@@ -8,10 +8,10 @@ from typing import NamedTuple
 import numpy as np
 import plotly.graph_objects as go
 
+from mmtune.experiment import Outcome
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
 from mmtune.report._load import Experiment, trial_table
 from mmtune.report._plot import empty_figure, model_colors
-from mmtune.search.experiment import Outcome
 
 DIVERGED, FAILED, RUNNING, STOPPED_EARLY = Outcome.DIVERGED, Outcome.FAILED, Outcome.RUNNING, Outcome.STOPPED_EARLY
 CUT = Outcome.CUT_AT_BUDGET

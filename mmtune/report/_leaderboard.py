@@ -10,10 +10,10 @@ import plotly.graph_objects as go
 
 from mmtune._num import as_finite, is_finite
 from mmtune.data.spec import MOVING_MNIST, ClipSpec
+from mmtune.experiment import BestConfig, Outcome, TestResult
 from mmtune.metrics.units import frame_to_pixel255, pixel255_to_frame
 from mmtune.metrics.verdict import BASELINES, Verdict, verdict
 from mmtune.report._load import Experiment, trial_table
-from mmtune.search.experiment import BestConfig, Outcome, TestResult
 
 MSE_FRAME_LABEL = "MSE/frame (OpenSTL, [0,1], sum over 64×64)"
 MSE_PIXEL_LABEL = "MSE/pixel (0–255)"

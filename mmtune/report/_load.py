@@ -1,6 +1,6 @@
 """Read an experiment directory into one `Experiment`, noting (never raising on) what is missing or bad.
 
-The files and their records are `mmtune.search.experiment`'s: the report reads what the sweep
+The files and their records are `mmtune.experiment`'s: the report reads what the sweep
 writes, through the same module. A directory of another schema is one MMTuneError, not a guess.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from mmtune.errors import MMTuneError
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     BASELINES_FILE,
     BEST_CONFIGS_FILE,
     FILES,
@@ -103,7 +103,7 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
 
     Raises:
         MMTuneError: the directory does not exist, holds none of the sweep's files, or is of another
-            schema than this mmtune's (`mmtune.search.experiment.SCHEMA`).
+            schema than this mmtune's (`mmtune.experiment.SCHEMA`).
     """
     path = Path(exp_dir)
     if not path.is_dir():

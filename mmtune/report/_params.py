@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from mmtune.experiment import Outcome
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
 from mmtune.report._load import Experiment, trial_table
 from mmtune.report._plot import empty_figure
-from mmtune.search.experiment import Outcome
 
 _LOG_RATIO = 100.0  # a positive parameter spanning this factor or more is drawn (and sampled) in log10
 _UNSET = "(unset)"

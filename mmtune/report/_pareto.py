@@ -16,8 +16,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mmtune._num import as_finite, is_finite
+from mmtune.experiment import best_row
 from mmtune.report._plot import empty_figure, model_colors
-from mmtune.search.experiment import best_row
 
 _TITLE = "Accuracy against cost: best val MSE/frame of each trial"
 COSTS = {"flops_per_sample": "GFLOPs per training sample", "params": "parameters (M)"}

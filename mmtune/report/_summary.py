@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from mmtune._num import as_finite, is_finite
+from mmtune.experiment import Outcome
 from mmtune.report._load import Experiment, trial_table
-from mmtune.search.experiment import Outcome
 
 _STATUS_NOTES = {
     "running": "The sweep is still running: this report is a snapshot and will change.",

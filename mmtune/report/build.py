@@ -11,6 +11,7 @@ from mmtune._io import atomic_write_bytes
 from mmtune._num import is_finite
 from mmtune.data.spec import MOVING_MNIST, ClipSpec
 from mmtune.errors import MMTuneError
+from mmtune.experiment import Outcome, as_json
 from mmtune.report._anytime import TITLE as ANYTIME_TITLE
 from mmtune.report._anytime import AnytimeInfo, anytime_of, draw_anytime
 from mmtune.report._curves import draw_curves, get_curves_info
@@ -35,7 +36,6 @@ from mmtune.report._load import Experiment, load_experiment
 from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
 from mmtune.report._pareto import ParetoInfo, draw_pareto, front_rows, get_pareto_info
 from mmtune.report._summary import SummaryInfo, get_summary_info
-from mmtune.search.experiment import Outcome, as_json
 
 _DIGITS = {"mse_frame": 2, "mse_pixel255": 1, "mae_frame": 2, "ssim": 4, "psnr": 2}
 

@@ -48,7 +48,7 @@ from typing import Any
 
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     BASELINES_FILE,
     BEST_CONFIGS_FILE,
     RESULTS_FILE,

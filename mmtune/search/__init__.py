@@ -1,7 +1,7 @@
 """Hyperparameter search: YAML search spaces (Optuna define-by-run) run by Ray Tune with ASHA.
 
 `spaces` parses and validates the files, `sweep` runs a sweep end to end (plan, run, evaluate,
-write), `experiment` owns the experiment directory (file names, typed records, readers and writers),
+write; the files it leaves are `mmtune.experiment`'s: names, typed records, readers and writers),
 `algorithms` is the one table of schedulers and samplers, `trial_log` builds what a trial reports
 each epoch, `tune_adapter` is the only module that imports Ray, `cli` is `mmtune search`.
 """

@@ -2,7 +2,7 @@
 tested on the held-out test split with a few predicted clips, and the trivial baselines beside them.
 
 `evaluate` computes the `Findings`; `write_findings` writes them into the experiment directory
-(whose files and records belong to `mmtune.search.experiment`).
+(whose files and records belong to `mmtune.experiment`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
-from mmtune.metrics.units import units
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     INFEASIBLE_KEY,
     MODEL_KEY,
     Baselines,
@@ -33,6 +32,7 @@ from mmtune.search.experiment import (
     write_prediction,
     write_test_metrics,
 )
+from mmtune.metrics.units import units
 from mmtune.search.spaces import SearchSpace
 
 PREDICTION_CLIPS = 4  # test clips whose predictions the report shows, per model

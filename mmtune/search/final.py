@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmtune.search.experiment import CheckpointRef, TrialRecord
+from mmtune.experiment import CheckpointRef, TrialRecord
 from mmtune.search.spaces import SearchSpace
 
 FINAL_TRIAL_ID = "final"

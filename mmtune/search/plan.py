@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmtune.errors import MMTuneError
-from mmtune.search import owner
-from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, get_sampler, get_scheduler
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     SPACE_FILE,
     SWEEP_FILE,
     ClusterInfo,
@@ -28,6 +26,8 @@ from mmtune.search.experiment import (
     is_uri,
     read_sweep,
 )
+from mmtune.search import owner
+from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, get_sampler, get_scheduler
 from mmtune.search.warm_start import DEFAULT_TOP_K, WarmStart
 
 if TYPE_CHECKING:  # the space parser needs the model registry (torch), which `mmtune report`'s CLI does not

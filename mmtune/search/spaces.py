@@ -54,9 +54,9 @@ import yaml
 from mmtune.data.arrays import ArrayDataConfig, absolute_paths
 from mmtune.data.datasets import ARRAY_KEYS, DataConfig, make_data_config
 from mmtune.errors import MMTuneError
+from mmtune.experiment import MODEL_KEY
 from mmtune.flow import check_estimator
 from mmtune.models import config_fields, list_models
-from mmtune.search.experiment import MODEL_KEY
 from mmtune.training.config import TrainConfig, TrialConfig, build_trial
 
 TOP_KEYS = ("description", "model", "shared", "models", "data", "sweep")

@@ -4,7 +4,7 @@ Each step is a function of its own: `plan_sweep` validates everything into a `Sw
 anything is written or Ray is started; `fit_cluster` sizes it to the cluster; the adapter runs the
 trials; `evaluate` tests each model's best checkpoint and computes the baselines (`Findings`);
 `write_findings` writes them. The experiment directory's files and their records belong to
-`mmtune.search.experiment`; only `tune_adapter` imports Ray.
+`mmtune.experiment`; only `tune_adapter` imports Ray.
 
 Example:
     >>> from mmtune.search.sweep import SweepArgs, run_sweep
@@ -25,11 +25,7 @@ from typing import Any
 from mmtune._hardware import machine
 from mmtune._num import as_finite
 from mmtune.data.datasets import make_data_config
-from mmtune.metrics.verdict import Verdict
-from mmtune.search import owner
-from mmtune.search.budget import format_duration
-from mmtune.search.evaluate import Findings, best_per_model, checkpoint_for, evaluate, write_findings
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     SPACE_FILE,
     STUDY_FILE,
     ClusterInfo,
@@ -42,6 +38,10 @@ from mmtune.search.experiment import (
     write_results,
     write_sweep,
 )
+from mmtune.metrics.verdict import Verdict
+from mmtune.search import owner
+from mmtune.search.budget import format_duration
+from mmtune.search.evaluate import Findings, best_per_model, checkpoint_for, evaluate, write_findings
 from mmtune.search.final import (
     REPORT_S,
     FinalStart,

@@ -34,7 +34,7 @@ from typing import Any
 
 from mmtune._num import as_finite
 from mmtune.errors import MMTuneError
-from mmtune.search.experiment import COST_COLUMNS
+from mmtune.experiment import COST_COLUMNS
 
 MLFLOW_DB = "mlflow.db"  # the default store, inside the experiment (or train) folder
 MLFLOW_ARTIFACTS = "mlartifacts"  # beside a SQLite store: the artifacts of its experiments

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from mmtune._num import as_finite
-from mmtune.search.experiment import FLOPS
+from mmtune.experiment import FLOPS
 from mmtune.training.cost import Cost, infer_ms_per_clip, static_cost
 
 METRIC = "val_mse"  # what Optuna and ASHA minimise

@@ -32,10 +32,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from mmtune.errors import MMTuneError
-from mmtune.search import owner
-from mmtune.search.algorithms import get_sampler, get_scheduler
-from mmtune.search.budget import BudgetPolicy
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     CUT_KEY,
     FLOPS,
     INFEASIBLE_KEY,
@@ -47,6 +44,9 @@ from mmtune.search.experiment import (
     classify,
     is_uri,
 )
+from mmtune.search import owner
+from mmtune.search.algorithms import get_sampler, get_scheduler
+from mmtune.search.budget import BudgetPolicy
 from mmtune.search.owner import Ident
 from mmtune.search.spaces import SearchSpace, Suggest
 from mmtune.search.tracking import LiveMLflow, TrialRun

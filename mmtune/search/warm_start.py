@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmtune.errors import MMTuneError
-from mmtune.search.experiment import FLOPS, MODEL_KEY, RESULTS_FILE, best_row
+from mmtune.experiment import FLOPS, MODEL_KEY, RESULTS_FILE, best_row
 
 if TYPE_CHECKING:
     from mmtune.search.spaces import SearchSpace

@@ -1,4 +1,4 @@
-"""A synthetic experiment directory, written through mmtune.search.experiment as run_search.py writes it,
+"""A synthetic experiment directory, written through mmtune.experiment as run_search.py writes it,
 for the report tests."""
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mmtune.metrics.baselines import BASELINES, verdict
-from mmtune.metrics.units import UNITS
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     BASELINES_FILE,
     BEST_CONFIGS_FILE,
     COST_COLUMNS,
@@ -48,6 +46,8 @@ from mmtune.search.experiment import (
     write_sweep,
     write_test_metrics,
 )
+from mmtune.metrics.baselines import BASELINES, verdict
+from mmtune.metrics.units import UNITS
 from mmtune.search.plan import SweepArgs
 from mmtune.search.spaces import parse_space
 from mmtune.search.trial_log import DIVERGED_VAL_MSE
@@ -158,7 +158,7 @@ def _sweep_meta(exp: Path, status: str, df: pd.DataFrame) -> SweepMeta:
 
 def write_experiment(root: Path, *, status: str = "completed", missing: tuple[str, ...] = (),
                      cost: bool = True) -> Path:
-    """Write a synthetic EXP under `root` through mmtune.search.experiment, as a sweep does;
+    """Write a synthetic EXP under `root` through mmtune.experiment, as a sweep does;
     `missing` names files (or 'predictions') to leave out; `cost=False`: rows without cost columns."""
     exp = root / "synthetic-sweep"
     exp.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from mmtune.errors import MMTuneError
+from mmtune.experiment import ClusterInfo, EffectiveSettings, RunRecord, SweepMeta
 from mmtune.report import build_report
 from mmtune.report._anytime import (
     X_FLOPS,
@@ -23,7 +24,6 @@ from mmtune.report._anytime import (
     run_label,
 )
 from mmtune.report._load import load_experiment
-from mmtune.search.experiment import ClusterInfo, EffectiveSettings, RunRecord, SweepMeta
 
 STARTED = "2026-11-20T10:00:00+0000"
 T0 = 1_795_168_800  # STARTED in seconds since the epoch

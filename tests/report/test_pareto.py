@@ -57,8 +57,8 @@ def test_trials_without_cost_are_named_not_drawn() -> None:
 def test_the_panel_plots_costs_that_trials_report(tmp_path) -> None:
     """The panel finds its costs in what a real trial reports: the rows a TrialLog writes for a tiny
     trained model, through results.parquet's layout, give a point with every cost, the trial's own."""
+    from mmtune.experiment import TrialRecord, results_frame
     from mmtune.report._pareto import COSTS, get_pareto_info
-    from mmtune.search.experiment import TrialRecord, results_frame
     from mmtune.search.trial_log import TrialLog
     from mmtune.training.config import build_trial
     from mmtune.training.loop import Trainer

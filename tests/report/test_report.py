@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from mmtune.errors import MMTuneError
+from mmtune.experiment import SWEEP_FILE, Outcome
 from mmtune.report import build_report, default_out
 from mmtune.report._curves import draw_curves, get_curves_info
 from mmtune.report._flow import draw_flow, get_flow_info
@@ -19,7 +20,6 @@ from mmtune.report._leaderboard import REFERENCES, get_baseline_info, get_leader
 from mmtune.report._load import load_experiment, trial_table
 from mmtune.report._params import draw_importance, draw_parallel, get_importance_info, get_parallel_info
 from mmtune.report._summary import get_summary_info
-from mmtune.search.experiment import SWEEP_FILE, Outcome
 
 COMPLETED, DIVERGED, FAILED = Outcome.COMPLETED, Outcome.DIVERGED, Outcome.FAILED
 STOPPED_EARLY = Outcome.STOPPED_EARLY
@@ -135,7 +135,7 @@ def test_curves_mark_asha_and_diverged(make_exp):
 def test_a_trial_cut_at_the_time_budget_is_counted_and_drawn_as_such(make_exp, tmp_path):
     import dataclasses
 
-    from mmtune.search.experiment import CUT_KEY, read_results, read_sweep, write_results, write_sweep
+    from mmtune.experiment import CUT_KEY, read_results, read_sweep, write_results, write_sweep
 
     exp = make_exp()
     df = read_results(exp)
@@ -338,7 +338,7 @@ def test_flow_note_when_budgets_differ(make_exp):
 def test_summary_states_the_objective_the_budget_and_the_warm_start(make_exp, tmp_path):
     import dataclasses
 
-    from mmtune.search.experiment import read_sweep, write_sweep
+    from mmtune.experiment import read_sweep, write_sweep
 
     exp = make_exp()
     plain = get_summary_info(load_experiment(exp))
@@ -364,7 +364,7 @@ def test_summary_states_the_objective_the_budget_and_the_warm_start(make_exp, tm
 def test_summary_states_the_final_phase_and_the_training_share(make_exp, tmp_path):
     import dataclasses
 
-    from mmtune.search.experiment import read_sweep, write_sweep
+    from mmtune.experiment import read_sweep, write_sweep
 
     exp = make_exp()
     plain = get_summary_info(load_experiment(exp))

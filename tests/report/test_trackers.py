@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mmtune.search.experiment import read_results, trial_outcomes
+from mmtune.experiment import read_results, trial_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
 mlflow = pytest.importorskip("mlflow")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mmtune.search.experiment import CheckpointRef, TrialRecord, read_results
+from mmtune.experiment import CheckpointRef, TrialRecord, read_results
 from mmtune.search.final import FINAL_TRIAL_ID, FinalStart, reserve_for_test_s, run_final
 from mmtune.search.plan import SweepArgs
 from mmtune.search.spaces import load_space, parse_space

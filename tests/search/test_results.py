@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from mmtune.search.evaluate import best_per_model
-from mmtune.search.experiment import (
+from mmtune.experiment import (
     CUT_KEY,
     CheckpointRef,
     Outcome,
@@ -16,6 +15,7 @@ from mmtune.search.experiment import (
     trial_outcomes,
     write_results,
 )
+from mmtune.search.evaluate import best_per_model
 from mmtune.search.spaces import parse_space
 from mmtune.search.trial_log import DIVERGED_VAL_MSE
 

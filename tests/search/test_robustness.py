@@ -309,9 +309,9 @@ data: {train_size: 32, val_size: 8, test_size: 8}
 
 @RAY_SWEEP
 def test_diverging_trial_is_stopped_marked_and_reported(tmp_path: Path) -> None:
+    from mmtune.experiment import Outcome
     from mmtune.report._load import load_experiment, trial_table
     from mmtune.report._summary import get_summary_info
-    from mmtune.search.experiment import Outcome
 
     space = tmp_path / "diverging.yaml"
     space.write_text(DIVERGING)

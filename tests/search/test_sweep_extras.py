@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from mmtune.search.experiment import CUT_KEY
+from mmtune.experiment import CUT_KEY
 from mmtune.search.plan import SweepArgs
 from mmtune.search.sweep import run_sweep
 from mmtune.search.warm_start import WARM_ATTR

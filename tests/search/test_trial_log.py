@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from mmtune.experiment import COST_COLUMNS, FLOPS, TrialRecord, results_frame
 from mmtune.search import trial_log
-from mmtune.search.experiment import COST_COLUMNS, FLOPS, TrialRecord, results_frame
 from mmtune.search.trial_log import TrialLog
 from mmtune.training.config import build_trial
 from mmtune.training.cost import count_train_flops

@@ -1,4 +1,4 @@
-"""The experiment directory: its file names, the typed record of each file, and their readers and writers.
+"""The files a sweep or a run leaves: their names, the typed record of each file, and their readers and writers.
 
 `sweep.py` writes an experiment through this module and `mmtune.report` reads it back through it,
 so the two cannot drift apart. ``--storage/NAME`` holds, besides Ray's own files:
