@@ -82,7 +82,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from mmtune.metrics.verdict import Verdict
     from mmtune.training.config import build_trial
+    from mmtune.training.evaluate import result_line
     from mmtune.training.protocols import get_protocol
     from mmtune.training.run import train_one
 
@@ -114,8 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
                         protocol_overridden=overridden, overwrite=args.overwrite)
     test = summary.get("test")
     if test:
-        print(f"{args.model}: test mse_frame {test['mse_frame']:.2f} (OpenSTL per-frame), "
-              f"mse_pixel255 {test['mse_pixel255']:.1f} (per-pixel 0-255), ssim {test['ssim']:.4f}")
+        vs = summary.get("vs_best_baseline")
+        print(result_line(args.model, test, Verdict(**vs) if vs else None))
     else:
         print(f"{args.model}: {summary['status']}: {summary['message']}")
     print(f"wrote {out}/test_metrics.json")

@@ -55,3 +55,13 @@ def verdict(model_mse_frame: float, baselines: dict[str, dict[str, Any]], pixels
     name, value = best_baseline(baselines)
     ratio = model_mse_frame / value if math.isfinite(model_mse_frame) and value > 0 else math.nan
     return Verdict(float(model_mse_frame), name, value, ratio, bool(math.isfinite(ratio) and ratio < 1.0), int(pixels))
+
+
+def result_line(model: str, test: dict[str, Any], found: Verdict | None) -> str:
+    """One line for a tested model, the same after `mmtune train` and a sweep: its test MSE in both
+    conventions set beside the best baseline (`Verdict.words`), and its SSIM."""
+    if found is not None and found.baseline:
+        return f"{found.words(model)}; ssim {test['ssim']:.4f}"
+    return (f"{model}: test mse_frame {test['mse_frame']:.2f} (OpenSTL per-frame), mse_pixel255 "
+            f"{test['mse_pixel255']:.1f} (per-pixel 0-255), ssim {test['ssim']:.4f}")
+

@@ -7,7 +7,6 @@ tested on the held-out test split with a few predicted clips, and the trivial ba
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import tempfile
@@ -84,6 +83,7 @@ def evaluate(space: SearchSpace, train_overrides: dict[str, Any], trials: list[T
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    baselines = _baselines(space)
     best_configs: dict[str, BestConfig] = {}
     tests: dict[str, TestResult] = {}
     predictions: dict[str, Prediction] = {}
@@ -91,11 +91,10 @@ def evaluate(space: SearchSpace, train_overrides: dict[str, Any], trials: list[T
         cfg = space.trial_config(trial.config, {**train_overrides, "device": "auto"})
         ref = checkpoint_for(trial, int(row.get("epoch") or 0))
         best_configs[model] = _best_config(trial, row, cfg.to_dict(), ref)
-        tests[model], pred = _test(trial, cfg, ref, best_configs[model])
+        tests[model], pred = _test(trial, cfg, ref, best_configs[model], baselines)
         if pred is not None:
             predictions[model] = pred
-    baselines = _baselines(space)
-    return Findings(best_configs, _with_verdicts(tests, baselines), predictions, baselines)
+    return Findings(best_configs, tests, predictions, Baselines.from_dict(baselines))
 
 
 def _best_config(trial: TrialRecord, row: dict[str, Any], config: dict[str, Any],
@@ -109,10 +108,12 @@ def _best_config(trial: TrialRecord, row: dict[str, Any], config: dict[str, Any]
     )
 
 
-def _test(trial: TrialRecord, cfg: Any, ref: CheckpointRef | None,
-          best: BestConfig) -> tuple[TestResult, Prediction | None]:
-    """The checkpoint `ref` on the test split, and its predictions of a few test clips."""
+def _test(trial: TrialRecord, cfg: Any, ref: CheckpointRef | None, best: BestConfig,
+          baselines: dict[str, Any]) -> tuple[TestResult, Prediction | None]:
+    """The checkpoint `ref` on the test split, its predictions of a few test clips and its verdict
+    (`mmtune.training.evaluate`, the step `mmtune train` takes too)."""
     from mmtune.search import tune_adapter
+    from mmtune.training.evaluate import evaluate_best
     from mmtune.training.loop import Trainer
 
     if ref is None:
@@ -120,31 +121,21 @@ def _test(trial: TrialRecord, cfg: Any, ref: CheckpointRef | None,
     try:
         with tempfile.TemporaryDirectory() as tmp:
             state = tune_adapter.fetch_checkpoint(ref, tmp)
-            trainer = Trainer(cfg, progress=False)
-            trainer.load_weights(state)
-        test = trainer.test()
-        pred = Prediction(*trainer.predict("test", n=min(PREDICTION_CLIPS, cfg.data.test_size)))
+            found = evaluate_best(Trainer(cfg, progress=False), state, baselines,
+                                  clips=min(PREDICTION_CLIPS, cfg.data.test_size))
     except MMTuneError as exc:  # e.g. a corrupt checkpoint (sha256 mismatch): report it, go on
         return TestResult(trial.trial_id, error=str(exc)), None
-    return TestResult(trial.trial_id, test=test, epoch=best.checkpoint_epoch, checkpoint=ref.path,
-                      val_mse=best.val_mse, test_size=cfg.data.test_size, units=units(cfg.spec)), pred
+    return TestResult(trial.trial_id, test=found.test, epoch=best.checkpoint_epoch, checkpoint=ref.path,
+                      val_mse=best.val_mse, test_size=cfg.data.test_size, units=units(cfg.spec),
+                      vs_best_baseline=found.verdict._asdict()), found.prediction
 
 
-def _baselines(space: SearchSpace) -> Baselines:
+def _baselines(space: SearchSpace) -> dict[str, Any]:
     """The trivial baselines of the sweep's val and test splits (the data is the same for every trial)."""
     from mmtune.data.datasets import make_data_config, open_data
-    from mmtune.metrics.baselines import split_baselines
+    from mmtune.training.evaluate import baselines_of
 
-    return Baselines.from_dict(split_baselines(open_data(make_data_config(space.data))))
-
-
-def _with_verdicts(tests: dict[str, TestResult], baselines: Baselines) -> dict[str, TestResult]:
-    """Each tested model set beside the best test baseline (`vs_best_baseline`)."""
-    from mmtune.metrics.verdict import verdict
-
-    test_base = baselines.splits["test"].metrics
-    return {m: dataclasses.replace(t, vs_best_baseline=verdict(t.test["mse_frame"], test_base)._asdict())
-            if t.test is not None else t for m, t in tests.items()}
+    return baselines_of(open_data(make_data_config(space.data)))
 
 
 # -- write -------------------------------------------------------------------------------------

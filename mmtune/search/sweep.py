@@ -38,7 +38,7 @@ from mmtune.experiment import (
     write_results,
     write_sweep,
 )
-from mmtune.metrics.verdict import Verdict
+from mmtune.metrics.verdict import Verdict, result_line
 from mmtune.search import owner
 from mmtune.search.budget import format_duration
 from mmtune.search.evaluate import Findings, best_per_model, checkpoint_for, evaluate, write_findings
@@ -317,11 +317,9 @@ def _print_summary(exp_dir: Path, meta: SweepMeta, found: Findings) -> None:
     for model, entry in sorted(found.best_configs.items()):
         tested = found.test_metrics.get(model)
         line = f"  trial {entry.trial_id} epoch {entry.best_epoch}: val mse_frame {as_finite(entry.val_mse):.2f}; "
-        if tested is not None and tested.test and tested.vs_best_baseline:
-            line += Verdict(**{k: tested.vs_best_baseline[k] for k in Verdict._fields}).words(model)  # the words `mmtune train` prints too
-        elif tested is not None and tested.test:
-            line += (f"{model}: test mse_frame {tested.test['mse_frame']:.2f} (per-frame), "
-                     f"mse_pixel255 {tested.test['mse_pixel255']:.1f}")
+        if tested is not None and tested.test:
+            vs = tested.vs_best_baseline
+            line += result_line(model, tested.test, Verdict(**{k: vs[k] for k in Verdict._fields}) if vs else None)
         else:
             line += f"{model}: not tested"
         print(line)

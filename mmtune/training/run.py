@@ -13,11 +13,11 @@ from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
 from mmtune.errors import MMTuneError
 from mmtune.flow import check_estimator
-from mmtune.metrics.baselines import split_baselines, verdict
 from mmtune.metrics.units import units
 from mmtune.strips import save_strip
 from mmtune.training.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from mmtune.training.config import TrialConfig
+from mmtune.training.evaluate import baselines_of, evaluate_best
 from mmtune.training.loop import Trainer, resolve_device
 from mmtune.training.memory import does_not_fit
 from mmtune.training.protocols import protocol_record
@@ -81,7 +81,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
         "units": units(trainer.spec),
         "clip_spec": dataclasses.asdict(trainer.spec),
     }
-    summary["baselines"] = split_baselines(trainer.data)
+    summary["baselines"] = baselines_of(trainer.data)
     if fit.best_epoch is not None:
         summary.update(_test_best(trainer, out, summary["baselines"]))
     summary["wall_seconds"] = time.perf_counter() - t0
@@ -116,15 +116,11 @@ def _checked_before_writing(trial: TrialConfig, resume: str | None) -> dict[str,
 
 def _test_best(trainer: Trainer, out: Path, baselines: dict[str, Any]) -> dict[str, Any]:
     """The best epoch's test metrics and verdict (test_metrics.json's keys), its strip written to `out`."""
-    if (out / "best.pt").is_file():  # else (see _carry_best) the weights this run ended with
-        trainer.load_weights(out / "best.pt")
-    found: dict[str, Any] = {"tested_epoch": trainer.epoch, "test": trainer.test()}
-    v = verdict(found["test"]["mse_frame"], baselines["splits"]["test"]["metrics"], trainer.spec.pixels)
-    found["vs_best_baseline"] = v._asdict()
-    print(v.words(trainer.trial.model), file=sys.stderr)
-    inputs, truth, pred = trainer.predict("test", n=1)
-    save_strip(inputs[0], truth[0], pred[0], out / "strip.png")
-    return found
+    best = out / "best.pt"  # else (see _carry_best) the weights this run ended with
+    found = evaluate_best(trainer, best if best.is_file() else None, baselines, clips=1)
+    p = found.prediction
+    save_strip(p.inputs[0], p.truth[0], p.pred[0], out / "strip.png")
+    return {"tested_epoch": found.epoch, "test": found.test, "vs_best_baseline": found.verdict._asdict()}
 
 
 def _earlier_results(out: Path, resume: str | None, overwrite: bool) -> list[Path]:

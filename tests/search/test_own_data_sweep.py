@@ -41,6 +41,7 @@ def test_a_sweep_over_a_two_channel_array_and_its_report(tmp_path: Path, monkeyp
     test = json.loads((exp / "test_metrics.json").read_text())["simple_lstm"]
     assert test["units"]["mse_frame"].startswith("per-frame MSE: sum over 2x16x24 values")
     assert len(test["test"]["mse_frame_per_step"]) == 8
+    assert test["vs_best_baseline"]["pixels"] == 2 * 16 * 24  # the sweep's verdict is the train's (one step)
     with np.load(exp / "predictions" / "simple_lstm.npz") as z:
         assert z["pred"].shape[1:] == (8, 2, 16, 24)
     e = load_experiment(exp)
