@@ -36,7 +36,10 @@ def count_train_flops(model: str, cfg: Any, kl_weight: float = 0.0, batch: int =
     """FLOPs of one training sample of clips of `spec`: forward + loss + backward, counted by FlopCounterMode.
 
     FlopCounterMode counts matrix multiplies and convolutions (2 FLOPs per multiply-add), the
-    bulk of the work; element-wise ops, norms and the optimizer are not counted.
+    bulk of the work; element-wise ops, norms and the optimizer are not counted. oneDNN and
+    cuDNN are off while counting: their fused RNN kernels (aten.mkldnn_rnn_layer,
+    aten._cudnn_rnn) are opaque to FlopCounterMode, so an nn.LSTM counted 0 FLOPs; without
+    them it runs as the matmuls FlopCounterMode counts (convolutions count the same either way).
 
     Example:
         >>> from mmtune.models import make_model_config
@@ -57,9 +60,14 @@ def count_train_flops(model: str, cfg: Any, kl_weight: float = 0.0, batch: int =
         y = torch.rand(batch, spec.t_out, spec.channels, h, w, device=dev)
     loss_fn = VideoLoss(kl_weight=kl_weight)
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
-    with counter:
-        loss, _ = loss_fn(net(x), y)
-        loss.backward()
+    fused = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
+    torch.backends.mkldnn.enabled = torch.backends.cudnn.enabled = False
+    try:
+        with counter:
+            loss, _ = loss_fn(net(x), y)
+            loss.backward()
+    finally:
+        torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled = fused
     return counter.get_total_flops() / batch
 
 
