@@ -61,7 +61,8 @@ def count_train_flops(model: str, cfg: Any, kl_weight: float = 0.0, batch: int =
     loss_fn = VideoLoss(kl_weight=kl_weight)
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
     fused = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
-    torch.backends.mkldnn.enabled = torch.backends.cudnn.enabled = False
+    # Set directly: torch.backends.mkldnn.flags() would also set allow_tf32 and warn about Intel GPUs.
+    torch.backends.mkldnn.enabled = torch.backends.cudnn.enabled = False  # type: ignore[assignment]
     try:
         with counter:
             loss, _ = loss_fn(net(x), y)
