@@ -1,7 +1,7 @@
 """Optical-flow input channels for ConvTAU: estimate, normalise, cache, serve.
 
-What the model sees: for each of the 10 input frames, 2 channels appended to the frame
-(so ConvTAU takes 3 input channels), from `flow_inputs(data, split, estimator)`:
+What the model sees: for each input frame (10 of generated data), 2 channels appended to it
+(ConvTAU takes 3 input channels; C + 2 on C-channel array files), from `flow_inputs(data, split, estimator)`:
   - Flow at frame t is the motion from frame t-1 to frame t, on frame t's pixels: channel 0
     horizontal (+right), channel 1 vertical (+down). It is computed from input frames <= t
     only; the 10 target frames are never read. Frame 0 has no predecessor and gets zeros.
@@ -9,12 +9,19 @@ What the model sees: for each of the 10 input frames, 2 channels appended to the
     3.6 px/frame digit speed), clipped to [-1, 1]. The exact motion of the protocol fits
     unclipped; estimator outliers beyond 4 px/frame saturate.
 
+Your own clips (an array file, `mmtune.data.arrays`): "farneback" only (the others are one
+line), on the channel mean of each window's t_in input frames (C = 1: the frame itself) as uint8
+0-255, normalised the same way; cached like the generated data's (the key covers the array
+config, the split's windows and the sha256 of those grey frames), computed from the file chunk by
+chunk; frames with an odd H or W are stored at full size. The flow a split is served with is
+held in memory, float16 (N, t_in, 2, H, W), beside the file's windows that are read per batch.
+
 Estimators (`FLOW_ESTIMATORS`): "none"; "farneback" (OpenCV, no weights: the offline
 default); "oracle" (the generator's exact displacement: an upper-bound ablation; needs
-generated frames, not --test-file); "raft_small" / "raft_large" (torchvision RAFT with
-pretrained weights: see mmtune.flow._raft for where the file is looked up). RAFT runs on
-frames upsampled bilinearly 64 -> 128 px, grey -> 3 channels in [-1, 1], batched, on CUDA
-when there is one; its flow is resized back to 64 px and halved into 64-px units.
+generated frames, not --test-file or an array file); "raft_small" / "raft_large" (torchvision
+RAFT with pretrained weights: see mmtune.flow._raft for where the file is looked up; generated
+data only). RAFT runs on frames upsampled bilinearly 64 -> 128 px, grey -> 3 channels in
+[-1, 1], batched, on CUDA when there is one; its flow is resized back to 64 px and halved into 64-px units.
 
 Storage (farneback, raft_*): computed once per (split, estimator, its settings and weights,
 input frames) and cached on disk (mmtune.flow._cache) as float16 (N, 9, 2, 32, 32): frames
@@ -227,7 +234,9 @@ class _GreyInputs:
         return _grey(self.inputs[np.arange(lo, hi)])
 
 
-def _array_meta(est: FlowEstimator, data: ArrayDataset, split: str, grey: _GreyInputs, f: int) -> dict[str, Any]:
+def _array_meta(
+    est: FlowEstimator, data: ArrayDataset, split: str, grey: _GreyInputs, f: int
+) -> dict[str, Any]:
     """The cache key's inputs for an array file: the config, the split's windows and their input frames."""
     index = np.ascontiguousarray(grey.inputs.index, np.int64)
     size = f"1/{f} size, {f}x{f} mean" if f > 1 else "full size"
@@ -263,7 +272,8 @@ def _array_flow(est: FlowEstimator, data: ArrayDataset, split: str, progress: bo
 
         _run(est, grey, None, write, f"flow {est.name} {split}", progress, chunk)
 
-    stored = _cache.load_or_build(_array_meta(est, data, split, grey, f), (n, t - 1, 2, h // f, w // f), build)
+    shape = (n, t - 1, 2, h // f, w // f)
+    stored = _cache.load_or_build(_array_meta(est, data, split, grey, f), shape, build)
     return _expand(stored, (h, w))
 
 
