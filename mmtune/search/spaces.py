@@ -557,7 +557,7 @@ def _check_configs(space: SearchSpace) -> None:
             for value in p.candidates():
                 if name == "flow" and isinstance(value, str):
                     try:
-                        data = make_data_config(space.data)  # flow is refused on an array file
+                        data = make_data_config(space.data)  # an array file takes farneback only
                         check_estimator(value, data if isinstance(data, ArrayDataConfig) else None)
                     except MMTuneError as exc:
                         raise MMTuneError(f"{space.path}: {where}.flow: {exc}") from None

@@ -118,19 +118,25 @@ class WindowBatches:
     """A split of an array file: each batch reads its own windows from the file, nothing more.
 
     The file is never held whole (see `mmtune.data.arrays`); a batch is read as float32 in [0, 1]
-    on the host and then moved to the device.
+    on the host and then moved to the device. Flow channels (`mmtune.flow.flow_inputs`, float16,
+    held on the host) are appended to the inputs like `Batches` does.
     """
 
-    def __init__(self, windows: Windows, device: torch.device, t_in: int) -> None:
+    def __init__(self, windows: Windows, device: torch.device, t_in: int, flow: np.ndarray | None = None) -> None:
         self.windows, self.device, self.t_in = windows, device, t_in
+        self.flow = None if flow is None else torch.from_numpy(np.ascontiguousarray(flow))
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y): x (B, t_in, C, H, W) inputs, y (B, t_out, C, H, W) targets."""
-        clip = torch.from_numpy(self.windows[idx.cpu().numpy()]).to(self.device, non_blocking=True)
-        return clip[:, : self.t_in], clip[:, self.t_in :]
+        """(x, y): x (B, t_in, C, H, W) inputs (+ 2 flow channels), y (B, t_out, C, H, W) targets."""
+        idx = idx.cpu()
+        clip = torch.from_numpy(self.windows[idx.numpy()]).to(self.device, non_blocking=True)
+        x, y = clip[:, : self.t_in], clip[:, self.t_in :]
+        if self.flow is not None:
+            x = torch.cat([x, self.flow[idx].to(self.device, non_blocking=True).float()], dim=2)
+        return x, y
 
     def iterate(self, batch_size: int, order: torch.Tensor | None = None):
         """Yield (x, y) batches in `order` (default: sequential)."""
@@ -392,10 +398,10 @@ class Trainer:
     # -- data -------------------------------------------------------------------------------
     def split(self, name: str, epoch: int = 0) -> Batches | WindowBatches:
         """A split's batches, with the flow channels the config asks for."""
-        if isinstance(self.data, ArrayDataset):  # read window by window; flow is refused for it (check_estimator)
-            return WindowBatches(self.data.frames(name, epoch), self.device, self.spec.t_in)
-        frames = self.data.frames(name, epoch)
         flow = flow_inputs(self.data, name, self.trial.train.flow, epoch, progress=self.progress)
+        if isinstance(self.data, ArrayDataset):  # read window by window; flow: farneback on the channel mean
+            return WindowBatches(self.data.frames(name, epoch), self.device, self.spec.t_in, flow)
+        frames = self.data.frames(name, epoch)
         return Batches(frames, flow, self.device, on_device=self.trial.train.fast, t_in=self.spec.t_in)
 
     def val_batches(self) -> Batches | WindowBatches:
