@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mmtune.errors import MMTuneError
+from mmtune.experiment import RUN_FILES, TEST_METRICS_FILE
 
 
 def _kv(text: str) -> tuple[str, Any]:
@@ -73,7 +74,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", help="a last.pt checkpoint to continue from (its own folder may be the --out)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in --out (default off: an --out holding "
-                        "test_metrics.json, history.json, last.pt, best.pt or strip.png is refused)")
+                        f"{', '.join(f for f in RUN_FILES if not f.endswith('.sha256'))} is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from mmtune.search.cli import add_tracker_argument
 
@@ -82,9 +83,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mmtune.metrics.verdict import Verdict
+    from mmtune.metrics.verdict import Verdict, result_line
     from mmtune.training.config import build_trial
-    from mmtune.training.evaluate import result_line
     from mmtune.training.protocols import get_protocol
     from mmtune.training.run import train_one
 
@@ -120,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(result_line(args.model, test, Verdict(**vs) if vs else None))
     else:
         print(f"{args.model}: {summary['status']}: {summary['message']}")
-    print(f"wrote {out}/test_metrics.json")
+    print(f"wrote {out}/{TEST_METRICS_FILE}")
     if trackers:
         from mmtune.report.trackers import log_to, train_log
 

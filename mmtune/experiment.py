@@ -49,6 +49,16 @@ BASELINES_FILE = "baselines.json"
 PREDICTIONS_DIR = "predictions"
 STUDY_FILE = "study.db"
 SPACE_FILE = "space.yaml"
+REPORT_FILE = "report.html"  # mmtune report's default output
+STATE_FILE = "state.pt"  # a trial's checkpoint, inside each Ray checkpoint folder (sha256 beside it)
+# What `mmtune train` writes into its folder (besides TEST_METRICS_FILE): each epoch's record, the
+# last and the best checkpoint (each with its sha256 sidecar) and a strip of test frames.
+HISTORY_FILE = "history.json"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+STRIP_FILE = "strip.png"
+RUN_FILES = (TEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT, f"{LAST_CHECKPOINT}.sha256", BEST_CHECKPOINT,
+             f"{BEST_CHECKPOINT}.sha256", STRIP_FILE)
 # What a sweep writes; any of them may be absent while it runs or after it was interrupted.
 FILES = (RESULTS_FILE, BEST_CONFIGS_FILE, TEST_METRICS_FILE, BASELINES_FILE, SWEEP_FILE, STUDY_FILE,
          PREDICTIONS_DIR)

@@ -11,7 +11,7 @@ from mmtune._io import atomic_write_bytes
 from mmtune._num import is_finite
 from mmtune.data.spec import MOVING_MNIST, ClipSpec
 from mmtune.errors import MMTuneError
-from mmtune.experiment import Outcome, as_json
+from mmtune.experiment import REPORT_FILE, Outcome, as_json
 from mmtune.report._anytime import TITLE as ANYTIME_TITLE
 from mmtune.report._anytime import AnytimeInfo, anytime_of, draw_anytime
 from mmtune.report._curves import draw_curves, get_curves_info
@@ -42,7 +42,7 @@ _DIGITS = {"mse_frame": 2, "mse_pixel255": 1, "mae_frame": 2, "ssim": 4, "psnr":
 
 def default_out(exp_dir: str | Path) -> Path:
     """Where the report goes without --out: ``EXP/report.html``, beside the results it reads."""
-    return Path(exp_dir) / "report.html"
+    return Path(exp_dir) / REPORT_FILE
 
 
 def _resolve_out(exp: Experiment, out: str | Path | None) -> Path:

@@ -51,8 +51,10 @@ from mmtune.errors import MMTuneError
 from mmtune.experiment import (
     BASELINES_FILE,
     BEST_CONFIGS_FILE,
+    HISTORY_FILE,
     RESULTS_FILE,
     SPACE_FILE,
+    STRIP_FILE,
     SWEEP_FILE,
     TEST_METRICS_FILE,
     ExperimentFileError,
@@ -86,7 +88,7 @@ VAL_NAMES = {"mse_frame": "val_mse", "mse_pixel255": "val_mse_pixel255", "mae_fr
              "ssim": "val_ssim", "psnr": "val_psnr"}
 # Artifacts of a sweep's parent run (report.html is added when it was built).
 SWEEP_FILES = (SWEEP_FILE, BEST_CONFIGS_FILE, TEST_METRICS_FILE, BASELINES_FILE, SPACE_FILE, RESULTS_FILE)
-TRAIN_FILES = ("test_metrics.json", "history.json", "strip.png")
+TRAIN_FILES = (TEST_METRICS_FILE, HISTORY_FILE, STRIP_FILE)
 _FAILED = {Outcome.FAILED.value, Outcome.DIVERGED.value}
 _UNFINISHED = {Outcome.RUNNING.value, Outcome.PENDING.value}
 
@@ -239,7 +241,7 @@ def train_log(out_dir: str | Path) -> ExperimentLog:
         MMTuneError: the folder lacks them, or they cannot be read.
     """
     out = Path(out_dir).resolve()
-    summary_json, history = (_read_json(out / name) for name in ("test_metrics.json", "history.json"))
+    summary_json, history = (_read_json(out / name) for name in (TEST_METRICS_FILE, HISTORY_FILE))
     config = summary_json.get("config") or {}
     train_size = (config.get("data") or {}).get("train_size")
     steps = []
@@ -261,7 +263,7 @@ def train_log(out_dir: str | Path) -> ExperimentLog:
     if summary_json.get("message"):
         tags["message"] = str(summary_json["message"])[:5000]
     wall = as_finite(summary_json.get("wall_seconds"))
-    ended = (out / "test_metrics.json").stat().st_mtime
+    ended = (out / TEST_METRICS_FILE).stat().st_mtime
     run = RunLog(out.name, flat(config, "."), tags, status, steps, summary,
                  [out / f for f in TRAIN_FILES if (out / f).is_file()],
                  started=ended - wall if not math.isnan(wall) else None, ended=ended)

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmtune.experiment import CheckpointRef, TrialRecord
+from mmtune.experiment import STATE_FILE, CheckpointRef, TrialRecord
 from mmtune.search.spaces import SearchSpace
 
 FINAL_TRIAL_ID = "final"
 FINAL_DIR = "trial_final"
-STATE_FILE = "state.pt"
 # Clips between two validations of the final phase (with online data): each validation of 256 clips
 # costs about what training 100 clips does, so the phase validates rarely; its last epoch ends part-way.
 FINAL_CHUNK = 2000

@@ -37,6 +37,7 @@ from mmtune.experiment import (
     FLOPS,
     INFEASIBLE_KEY,
     MODEL_KEY,
+    STATE_FILE,
     CheckpointRef,
     ClusterInfo,
     Outcome,
@@ -55,7 +56,6 @@ from mmtune.search.warm_start import WarmStart, seed_study
 from mmtune.training.memory import does_not_fit
 
 MODE = "min"
-STATE_FILE = "state.pt"  # inside each Ray checkpoint directory, written by Trainer.save (sha256 beside it)
 TERMINAL = ("TERMINATED", "ERROR")
 # Checkpoint folders kept per trial: the best by val_mse and the latest. Ray never deletes the
 # latest and keeps `num_to_keep` best ones besides it, so num_to_keep=1 gives these two (with

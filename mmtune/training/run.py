@@ -12,6 +12,14 @@ from typing import Any
 from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
 from mmtune.errors import MMTuneError
+from mmtune.experiment import (
+    BEST_CHECKPOINT,
+    HISTORY_FILE,
+    LAST_CHECKPOINT,
+    RUN_FILES,
+    STRIP_FILE,
+    TEST_METRICS_FILE,
+)
 from mmtune.flow import check_estimator
 from mmtune.metrics.units import units
 from mmtune.strips import save_strip
@@ -23,8 +31,7 @@ from mmtune.training.memory import does_not_fit
 from mmtune.training.protocols import protocol_record
 
 # Every file train_one writes into its folder: an --out that holds one holds another run's results.
-RESULT_FILES = ("test_metrics.json", "history.json", "last.pt", "last.pt.sha256", "best.pt", "best.pt.sha256",
-                "strip.png")
+RESULT_FILES = RUN_FILES
 
 
 def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
@@ -63,12 +70,12 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
           f"({trainer.train_size} train sequences of {trainer.spec.describe()}) -> {out}", file=sys.stderr)
 
     def on_epoch(result, tr: Trainer) -> None:
-        tr.save(out / "last.pt", optimizer=not tr.finished)  # resuming a finished run trains nothing
+        tr.save(out / LAST_CHECKPOINT, optimizer=not tr.finished)  # resuming a finished run trains nothing
         if result.status == "ok" and tr.best_epoch == result.epoch:
-            tr.save(out / "best.pt", optimizer=False)
+            tr.save(out / BEST_CHECKPOINT, optimizer=False)
 
     fit = trainer.fit(on_epoch)
-    write_json(_history(fit, trainer), out / "history.json")
+    write_json(_history(fit, trainer), out / HISTORY_FILE)
     summary: dict[str, Any] = {
         "model": trial.model,
         "status": fit.status,
@@ -85,7 +92,7 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
     if fit.best_epoch is not None:
         summary.update(_test_best(trainer, out, summary["baselines"]))
     summary["wall_seconds"] = time.perf_counter() - t0
-    write_json(summary, out / "test_metrics.json")
+    write_json(summary, out / TEST_METRICS_FILE)
     return summary
 
 
@@ -116,10 +123,10 @@ def _checked_before_writing(trial: TrialConfig, resume: str | None) -> dict[str,
 
 def _test_best(trainer: Trainer, out: Path, baselines: dict[str, Any]) -> dict[str, Any]:
     """The best epoch's test metrics and verdict (test_metrics.json's keys), its strip written to `out`."""
-    best = out / "best.pt"  # else (see _carry_best) the weights this run ended with
+    best = out / BEST_CHECKPOINT  # else (see _carry_best) the weights this run ended with
     found = evaluate_best(trainer, best if best.is_file() else None, baselines, clips=1)
     p = found.prediction
-    save_strip(p.inputs[0], p.truth[0], p.pred[0], out / "strip.png")
+    save_strip(p.inputs[0], p.truth[0], p.pred[0], out / STRIP_FILE)
     return {"tested_epoch": found.epoch, "test": found.test, "vs_best_baseline": found.verdict._asdict()}
 
 
@@ -135,7 +142,7 @@ def _earlier_results(out: Path, resume: str | None, overwrite: bool) -> list[Pat
         return []
     if overwrite:
         return found
-    resume_it = f"continue that run with --resume {out / 'last.pt'}, " if (out / "last.pt").is_file() else ""
+    resume_it = f"continue that run with --resume {out / LAST_CHECKPOINT}, " if (out / LAST_CHECKPOINT).is_file() else ""
     raise MMTuneError(f"--out {out} holds the results of another run ({_names(found)}); give another --out, "
                       f"{resume_it}or replace them with --overwrite")
 
@@ -147,13 +154,13 @@ def _names(paths: list[Path]) -> str:
 
 def _carry_best(trainer: Trainer, resume: Path, out: Path) -> None:
     """A run resumed into another folder takes its best epoch's weights along, for the test split."""
-    best = out / "best.pt"
+    best = out / BEST_CHECKPOINT
     if trainer.best_epoch is None or best.exists():
         return
     if trainer.best_epoch == trainer.epoch:  # the resumed state is the best one
         trainer.save(best, optimizer=False)
         return
-    source = resume.with_name("best.pt")
+    source = resume.with_name(BEST_CHECKPOINT)
     if source.is_file():
         state = load_checkpoint(source)
         check_resume(state, trainer.trial, f"{source}", weights_only=True)
