@@ -49,18 +49,6 @@ def _grey_inputs(data: ArrayDataset, split: str, clips: np.ndarray) -> np.ndarra
     return np.stack([grey[c, s : s + T_IN] for c, s in data.frames(split).index])
 
 
-def _count_estimates(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    original = Farneback.estimate
-
-    def counting(self, frames, truth=None):
-        calls.append(len(frames))
-        return original(self, frames, truth)
-
-    monkeypatch.setattr(Farneback, "estimate", counting)
-    return calls
-
-
 def test_farneback_on_an_array_trains_end_to_end_with_two_flow_channels(tmp_path):
     np.save(path := tmp_path / "clips.npy", _clips())
     out = tmp_path / "run"
@@ -133,8 +121,8 @@ def test_other_estimators_on_an_array_are_one_line_exit_2_nothing_written(estima
     check_estimator("none", ArrayDataConfig(path=str(path)))
 
 
-def test_the_second_run_reads_the_cache_and_the_key_follows_file_and_split(tmp_path, monkeypatch):
-    calls = _count_estimates(monkeypatch)
+def test_the_second_run_reads_the_cache_and_the_key_follows_file_and_split(tmp_path, estimate_calls):
+    calls = estimate_calls
     np.save(path := tmp_path / "clips.npy", _clips())
     first = flow_inputs(_data(path), "val", "farneback")
     files = sorted(_cache.cache_dir().iterdir())

@@ -27,7 +27,7 @@ from mmtune.flow import (
     normalise,
 )
 from mmtune.flow import _cache as cache
-from mmtune.flow.estimators import Farneback, Raft, Truth
+from mmtune.flow.estimators import Raft, Truth
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -230,20 +230,8 @@ def test_oracle_refuses_a_test_file(tmp_path):
     check_estimator("farneback", DataConfig(test_file=str(test_file)))
 
 
-def _count_estimates(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    original = Farneback.estimate
-
-    def counting(self, frames, truth=None):
-        calls.append(len(frames))
-        return original(self, frames, truth)
-
-    monkeypatch.setattr(Farneback, "estimate", counting)
-    return calls
-
-
-def test_cache_is_reused_and_a_corrupt_one_is_rebuilt(monkeypatch):
-    calls = _count_estimates(monkeypatch)
+def test_cache_is_reused_and_a_corrupt_one_is_rebuilt(estimate_calls):
+    calls = estimate_calls
     data = _small_data()
     first = flow_inputs(data, "val", "farneback")
     assert flow_inputs(data, "val", "farneback").tobytes() == first.tobytes() and len(calls) == 1
@@ -262,8 +250,8 @@ def test_cache_is_reused_and_a_corrupt_one_is_rebuilt(monkeypatch):
     assert sorted(p.suffix for p in root.iterdir()) == [".json", ".lock", ".npy"]
 
 
-def test_cache_key_follows_what_produced_the_flow(monkeypatch):
-    calls = _count_estimates(monkeypatch)
+def test_cache_key_follows_what_produced_the_flow(estimate_calls):
+    calls = estimate_calls
     flow_inputs(_small_data(seed=0), "val", "farneback")
     flow_inputs(_small_data(seed=1), "val", "farneback")  # other frames
     flow_inputs(_small_data(seed=0), "test", "farneback")  # other split
