@@ -38,7 +38,7 @@ from mmtune.errors import MMTuneError
 LAYOUTS = ("NTCHW", "NTHWC", "NTHW", "TNHW")
 SPLITS = ("train", "val", "test")
 NPY_SUFFIXES, NPZ_SUFFIXES, HDF5_SUFFIXES = (".npy",), (".npz",), (".h5", ".hdf5", ".he5")
-_CHUNK_BYTES = 64 * 2**20  # the value check reads the file in pieces of about this size
+CHUNK_BYTES = 64 * 2**20  # the value check reads the file in pieces of about this size
 
 
 @dataclass(frozen=True)
@@ -368,7 +368,7 @@ class ArraySource:
         self._touched = 0  # bytes read from a memory map since its pages were last handed back
 
     def _release(self, nbytes: int) -> None:
-        """Hand a memory map's read pages back to the page cache every _CHUNK_BYTES read.
+        """Hand a memory map's read pages back to the page cache every CHUNK_BYTES read.
 
         Mapped pages that were read count in the process's RSS until the kernel reclaims them; an
         epoch over a file larger than memory would show the whole file as resident. MADV_DONTNEED
@@ -376,7 +376,7 @@ class ArraySource:
         """
         self._touched += nbytes
         mm = getattr(self.raw, "_mmap", None)
-        if self._touched < _CHUNK_BYTES or mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+        if self._touched < CHUNK_BYTES or mm is None or not hasattr(mmap, "MADV_DONTNEED"):
             return
         self._touched = 0
         mm.madvise(mmap.MADV_DONTNEED)
@@ -400,7 +400,7 @@ class ArraySource:
         """Read the whole array once, in chunks: NaN, inf or values outside 0-255 / [0, 1] are one line."""
         if self.dtype == np.uint8:
             return  # every byte is a pixel
-        rows = max(1, _CHUNK_BYTES // max(1, int(np.prod(self.raw.shape[1:])) * self.dtype.itemsize))
+        rows = max(1, CHUNK_BYTES // max(1, int(np.prod(self.raw.shape[1:])) * self.dtype.itemsize))
         low, high = (0, 255) if self.dtype.kind in "ui" else (0.0, 1.0)
         for lo in range(0, self.raw.shape[0], rows):
             chunk = np.asarray(self.raw[lo : lo + rows])

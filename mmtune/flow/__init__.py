@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from mmtune.data.arrays import _CHUNK_BYTES, ArrayDataConfig, ArrayDataset, Windows
+from mmtune.data.arrays import CHUNK_BYTES, ArrayDataConfig, ArrayDataset, Windows
 from mmtune.data.datasets import DataConfig, MovingMNIST
 from mmtune.errors import MMTuneError
 from mmtune.flow import _cache
@@ -190,21 +190,41 @@ def _frames_digest(frames: Any, chunk: int = 1024) -> str:
     return h.hexdigest()
 
 
-def _meta(est: FlowEstimator, data: MovingMNIST, split: str, frames: np.ndarray) -> dict[str, Any]:
-    """Everything that produced a cached flow array; its hash is the cache key."""
-    cfg = asdict(data.cfg)
-    fields = ["digits", "digits_root", "num_digits", "speed", "seed", f"{split}_size"]
-    if split == "test":
-        fields.append("test_file")
+def _key(est: FlowEstimator, split: str, store: str, frames: Any, digest_chunk: int = 1024) -> dict[str, Any]:
+    """What every cached flow array's key holds: the code, the estimator, the scale, how it is
+    stored, the split and its input frames (shape and sha256)."""
     return {
         "code_version": FLOW_CODE_VERSION,
         "estimator": est.identity(),
         "scale": FLOW_SCALE,
-        "store": f"float16 frames 1-{frames.shape[1] - 1}, 1/{STORE_FACTOR} size, 2x2 mean",
+        "store": store,
         "split": split,
-        "data": {k: cfg[k] for k in fields},
-        "input_frames": {"shape": list(frames.shape), "sha256": _frames_digest(frames)},
+        "input_frames": {"shape": list(frames.shape), "sha256": _frames_digest(frames, digest_chunk)},
     }
+
+
+def _meta(est: FlowEstimator, data: MovingMNIST, split: str, frames: np.ndarray) -> dict[str, Any]:
+    """Everything that produced a cached flow array of generated data; its hash is the cache key."""
+    cfg = asdict(data.cfg)
+    fields = ["digits", "digits_root", "num_digits", "speed", "seed", f"{split}_size"]
+    if split == "test":
+        fields.append("test_file")
+    store = f"float16 frames 1-{frames.shape[1] - 1}, 1/{STORE_FACTOR} size, 2x2 mean"
+    return {**_key(est, split, store, frames), "data": {k: cfg[k] for k in fields}}
+
+
+def _stored(est: FlowEstimator, frames: Any, f: int, desc: str, progress: bool | None,
+            chunk: int | None = None) -> tuple[tuple[int, ...], Callable[[np.ndarray], None]]:
+    """The shape of `frames`' stored flow (frames 1.., at 1/f size) and the function that fills it."""
+    n, t, h, w = frames.shape
+
+    def build(out: np.ndarray) -> None:
+        def write(lo: int, hi: int, flow: np.ndarray) -> None:
+            out[lo:hi] = _downsample(flow[:, 1:], f)
+
+        _run(est, frames, None, write, desc, progress, chunk)
+
+    return (n, t - 1, 2, h // f, w // f), build
 
 
 def _grey(windows: np.ndarray) -> np.ndarray:
@@ -217,14 +237,14 @@ class _GreyInputs:
     """The input frames of a split's windows as uint8 grey (N, t_in, H, W), read from the file per slice.
 
     Only frames 0 .. t_in-1 of each window are read (the targets never reach an estimator); `rows`
-    windows take about `_CHUNK_BYTES` as float32, the chunk the flow is computed and hashed in.
+    windows take about `CHUNK_BYTES` as float32, the chunk the flow is computed and hashed in.
     """
 
     def __init__(self, windows: Windows, t_in: int) -> None:
         self.inputs = Windows(windows.source, windows.index, t_in)
         n, _, c, h, w = self.inputs.shape
         self.shape = (n, t_in, h, w)
-        self.rows = max(1, _CHUNK_BYTES // (t_in * c * h * w * 4))
+        self.rows = max(1, CHUNK_BYTES // (t_in * c * h * w * 4))
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -240,17 +260,9 @@ def _array_meta(
     """The cache key's inputs for an array file: the config, the split's windows and their input frames."""
     index = np.ascontiguousarray(grey.inputs.index, np.int64)
     size = f"1/{f} size, {f}x{f} mean" if f > 1 else "full size"
-    return {
-        "code_version": FLOW_CODE_VERSION,
-        "estimator": est.identity(),
-        "scale": FLOW_SCALE,
-        "store": f"float16 frames 1-{grey.shape[1] - 1}, {size}",
-        "grey": "channel mean of the input frames, x255 rounded to uint8",
-        "split": split,
-        "array_data": asdict(data.cfg),
-        "windows": {"count": len(index), "sha256": hashlib.sha256(index.data).hexdigest()},
-        "input_frames": {"shape": list(grey.shape), "sha256": _frames_digest(grey, grey.rows)},
-    }
+    return {**_key(est, split, f"float16 frames 1-{grey.shape[1] - 1}, {size}", grey, grey.rows),
+            "grey": "channel mean of the input frames, x255 rounded to uint8", "array_data": asdict(data.cfg),
+            "windows": {"count": len(index), "sha256": hashlib.sha256(index.data).hexdigest()}}
 
 
 def _array_flow(est: FlowEstimator, data: ArrayDataset, split: str, progress: bool | None) -> np.ndarray:
@@ -264,15 +276,7 @@ def _array_flow(est: FlowEstimator, data: ArrayDataset, split: str, progress: bo
     if t == 1:  # one input frame: no predecessor, all zero
         return np.zeros((n, 1, 2, h, w), np.float16)
     f = _store_factor(h, w)
-    chunk = min(est.chunk, grey.rows)
-
-    def build(out: np.ndarray) -> None:
-        def write(lo: int, hi: int, flow: np.ndarray) -> None:
-            out[lo:hi] = _downsample(flow[:, 1:], f)
-
-        _run(est, grey, None, write, f"flow {est.name} {split}", progress, chunk)
-
-    shape = (n, t - 1, 2, h // f, w // f)
+    shape, build = _stored(est, grey, f, f"flow {est.name} {split}", progress, min(est.chunk, grey.rows))
     stored = _cache.load_or_build(_array_meta(est, data, split, grey, f), shape, build)
     return _expand(stored, (h, w))
 
@@ -307,14 +311,7 @@ def flow_inputs(
         full = np.zeros((n, t, 2, h, w), np.float16)
         _run(est, frames, truth, lambda lo, hi, f: full.__setitem__(slice(lo, hi), f), desc, progress)
         return full
-    shape = (n, t - 1, 2, h // STORE_FACTOR, w // STORE_FACTOR)
-
-    def build(out: np.ndarray) -> None:
-        def write(lo: int, hi: int, flow: np.ndarray) -> None:
-            out[lo:hi] = _downsample(flow[:, 1:])
-
-        _run(est, frames, None, write, desc, progress)
-
+    shape, build = _stored(est, frames, STORE_FACTOR, desc, progress)
     if split == "train" and data.cfg.online:  # fresh data every epoch: nothing to reuse
         stored = np.empty(shape, np.float16)
         build(stored)
