@@ -57,6 +57,7 @@ from mmtune.training.memory import does_not_fit
 
 MODE = "min"
 TERMINAL = ("TERMINATED", "ERROR")
+TRIAL_DIR_PREFIX = "trial_"  # a trial's folder is this and its Ray trial id (`trial_dirname`)
 # Checkpoint folders kept per trial: the best by val_mse and the latest. Ray never deletes the
 # latest and keeps `num_to_keep` best ones besides it, so num_to_keep=1 gives these two (with
 # num_to_keep=2 a trial whose last epochs got worse kept 3, 27 MB each for simple_lstm hidden 128).
@@ -289,7 +290,7 @@ def _ray_trials(grid: Any) -> dict[str, int]:
     for r in grid:
         number = (r.config or {}).get("optuna_trial")
         if number is not None:
-            out[posixpath.basename(str(r.path).rstrip("/")).removeprefix("trial_")] = int(number)  # trial_dirname
+            out[posixpath.basename(str(r.path).rstrip("/")).removeprefix(TRIAL_DIR_PREFIX)] = int(number)
     return out
 
 
@@ -548,7 +549,7 @@ def trial_name(trial: Any) -> str:
 
 def trial_dirname(trial: Any) -> str:
     """Short trial folder names (Ray's default packs every parameter into the name)."""
-    return f"trial_{trial.trial_id}"
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
 
 
 def _trainable(settings: TuneSettings, spec: RunSpec):
