@@ -461,12 +461,17 @@ def _plan(cfg: BenchConfig) -> list[tuple[str, str, list[str]]]:
     return plan
 
 
-def run_bench(cfg: BenchConfig, command: str = "mmtune bench") -> BenchResult:
+def run_bench(
+    cfg: BenchConfig, command: str = "mmtune bench", on_progress: Callable[[BenchResult], object] | None = None
+) -> BenchResult:
     """Measure everything `cfg` asks for, with progress lines on stderr.
 
     Args:
         cfg: what to measure.
         command: the command line, recorded in the result.
+        on_progress: called with the result so far (meta["complete"] False) after each
+            measurement, so that a bench stopped by a timeout still leaves its figures: on the
+            H200 (2026-12-04) the bench ran out of its device time twice, in the packing.
 
     Returns:
         The figures; write them with `write_json` and `write_markdown`.
@@ -486,6 +491,11 @@ def run_bench(cfg: BenchConfig, command: str = "mmtune bench") -> BenchResult:
     meta = _meta(cfg, device, command)
     hw = meta["hardware"]
     result = BenchResult(meta)
+
+    def progress() -> None:
+        if on_progress is not None:
+            on_progress(result)
+
     t_start = time.perf_counter()
     _log(f"device {device.type} ({meta['gpu_name'] or hw['cpu']}), {hw['cores']} cores, torch {torch.__version__}; "
          f"load average {hw['load_avg_at_start']}")
@@ -493,12 +503,15 @@ def run_bench(cfg: BenchConfig, command: str = "mmtune bench") -> BenchResult:
     gen = _run_processes([(generation_worker, (cfg.gen_sequences, cfg.gen_repeats))], timeout=600,
                          env=dict.fromkeys(_SINGLE_THREAD_ENV, "1"))[0]
     result.generation = gen
+    progress()
     _log(f"generation: {gen['sequences']} sequences on one core in {gen['min_s']:.2f} s "
          f"(min of {len(gen['seconds'])}; median {gen['median_s']:.2f} s)")
     variants = list(cfg.variants) or list(CUDA_VARIANTS if device.type == "cuda" else CPU_VARIANTS)
-    result.models = _time_models(cfg, device.type, variants, hw["cores"])
+    _time_models(cfg, device.type, variants, hw["cores"], result.models, progress)
     result.pack = {"model": cfg.pack_model, "size": cfg.pack_size, "batch_size": cfg.batch_size,
-                   "variant": "fast", "runs": _time_packing(cfg, device.type, hw["cores"])}
+                   "variant": "fast", "runs": []}
+    _time_packing(cfg, device.type, hw["cores"], result.pack["runs"], progress)
+    meta["complete"] = True
     meta["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     meta["total_seconds"] = time.perf_counter() - t_start
     _log(f"done in {meta['total_seconds']:.0f} s")
@@ -513,7 +526,7 @@ def _meta(cfg: BenchConfig, device: Any, command: str) -> dict[str, Any]:
     gpu_name = hw["gpu"]["name"] if device.type == "cuda" and hw["gpu"] else None
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command, "device": device.type, "hardware": hw, "config": dataclasses.asdict(cfg),
+        "command": command, "complete": False, "device": device.type, "hardware": hw, "config": dataclasses.asdict(cfg),
         "gpu_name": gpu_name, "bf16_peak_tflops": bf16_peak_tflops(gpu_name),
         "fast_path": {
             "autocast_bf16": autocast_enabled(device, True), "channels_last": device.type == "cuda",
@@ -523,9 +536,11 @@ def _meta(cfg: BenchConfig, device: Any, command: str) -> dict[str, Any]:
     }
 
 
-def _time_models(cfg: BenchConfig, device: str, variants: list[str], cores: int) -> list[dict[str, Any]]:
-    """Each model and size's training speed under each variant, one process each."""
-    rows = []
+def _time_models(
+    cfg: BenchConfig, device: str, variants: list[str], cores: int, rows: list[dict[str, Any]],
+    progress: Callable[[], None],
+) -> None:
+    """Each model and size's training speed under each variant, one process each, into `rows`."""
     for model, size, labels in _plan(cfg):
         _log(f"{model} {'='.join(labels)}: timing {', '.join(variants)} ...")
         row = _run_processes([(measure_model, (model, size, variants, device, cfg.batch_size, cfg.steps,
@@ -533,16 +548,18 @@ def _time_models(cfg: BenchConfig, device: str, variants: list[str], cores: int)
         row["sizes"] = labels
         row["load_avg_1min_after"] = _load1()
         rows.append(row)
+        progress()
         for v in row["variants"]:
             _log(f"  {model} {size} {v['variant']:8s} {v['samples_per_s']:9.1f} samples/s  "
                  f"({v['steps']} steps, warm-up {v['warmup_s']:.1f} s)  "
                  f"{v['achieved_tflops'] * 1000:.1f} GFLOP/s  peak RSS {row['peak_rss_mb']:.0f} MiB")
-    return rows
 
 
-def _time_packing(cfg: BenchConfig, device: str, cores: int) -> list[dict[str, Any]]:
-    """The aggregate speed of K trials side by side, for each K of `cfg.pack`, each with cores // K threads."""
-    runs = []
+def _time_packing(
+    cfg: BenchConfig, device: str, cores: int, runs: list[dict[str, Any]], progress: Callable[[], None]
+) -> None:
+    """The aggregate speed of K trials side by side, for each K of `cfg.pack`, each with cores // K
+    threads, into `runs`."""
     for k in cfg.pack:
         threads = max(1, cores // k)
         _log(f"packing {k} concurrent {cfg.pack_model} {cfg.pack_size} trials "
@@ -557,11 +574,11 @@ def _time_packing(cfg: BenchConfig, device: str, cores: int) -> list[dict[str, A
                      "load_avg_1min_after": _load1(),
                      "per_trial_samples_per_s": [w["samples"] / w["seconds"] for w in workers],
                      "seconds": wall, "workers": workers})
+        base = next((r["aggregate_samples_per_s"] for r in runs if r["k"] == 1), None)
+        for r in runs:
+            r["speedup_vs_1"] = None if not base else r["aggregate_samples_per_s"] / base
+        progress()
         _log(f"  K={k}: {agg:.1f} samples/s aggregate")
-    base = next((r["aggregate_samples_per_s"] for r in runs if r["k"] == 1), None)
-    for r in runs:
-        r["speedup_vs_1"] = None if not base else r["aggregate_samples_per_s"] / base
-    return runs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,11 +70,18 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, pack=args.pack, pack_model=args.pack_model, pack_size=args.pack_size,
         pack_seconds=args.pack_seconds, budget_s=args.budget_s, variants=args.variants, tiny=args.tiny,
     )
+    from mmtune.training.loop import resolve_device
+
     command = "mmtune " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
-    result = run_bench(cfg, command=command)
     out = Path(args.out)
-    json_path = Path(args.json) if args.json else out.with_name(f"{out.stem}-{result.meta['device']}.json")
+    device = resolve_device(args.device).type
+    json_path = Path(args.json) if args.json else out.with_name(f"{out.stem}-{device}.json")
+    # The figures so far, after each measurement, beside (not over) the finished file: a bench cut
+    # short by a timeout keeps them, and an earlier complete result is never overwritten by a part.
+    partial = json_path.with_name(f"{json_path.stem}.partial.json")
+    result = run_bench(cfg, command=command, on_progress=lambda r: write_json(r, partial))
     write_json(result, json_path)
     write_markdown(result, out)
+    partial.unlink(missing_ok=True)
     print(f"wrote {out} and {json_path}")
     return 0

@@ -127,6 +127,18 @@ class SimpleLSTM(nn.Module):
         )
         self.decoder = FrameDecoder(cfg.hidden, cfg.dense2, cfg.dense1, cfg.dropout, cfg.pixels)
 
+    def _recur(
+        self, z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The LSTM in fp32, also under bf16 autocast.
+
+        cuDNN's bf16 LSTM on an H200 gave gradients 12-28 % off fp32's (the LSTM's own up to 28 %,
+        and every layer before it); with the recurrence in fp32 they were within 2-3 %, as bf16's
+        dense layers allow (scripts/gpu_lstm_diag.py, torch 2.11 + cuDNN, 2026-12-04).
+        """
+        with torch.autocast(z.device.type, enabled=False):
+            return self.lstm(z.float(), state)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict (B, t_out, C, H, W) from x of shape (B, t_in, C, H, W), H x W the config's."""
         cfg = self.cfg
@@ -135,11 +147,11 @@ class SimpleLSTM(nn.Module):
         if x.shape[3:] != (cfg.height, cfg.width):
             raise MMTuneError(f"simple_lstm expects {cfg.height} × {cfg.width} frames, got {tuple(x.shape[3:])}")
         z = self.encoder(x.reshape(b, t, -1))  # (B, t_in, dense2)
-        out, state = self.lstm(z)  # (B, t_in, hidden)
+        out, state = self._recur(z, None)  # (B, t_in, hidden)
         frame = self.decoder(out[:, -1])  # (B, C*H*W)
         frames = [frame]
         for _ in range(self.cfg.t_out - 1):
-            out, state = self.lstm(self.encoder(frame).unsqueeze(1), state)  # (B, 1, hidden)
+            out, state = self._recur(self.encoder(frame).unsqueeze(1), state)  # (B, 1, hidden)
             frame = self.decoder(out[:, -1])  # (B, C*H*W)
             frames.append(frame)
         return torch.stack(frames, dim=1).view(b, cfg.t_out, cfg.out_channels, cfg.height, cfg.width)

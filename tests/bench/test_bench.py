@@ -218,6 +218,7 @@ def test_bench_tiny_runs_on_cpu_and_writes_json_and_markdown(tmp_path):
     assert "[bench]" in proc.stderr  # progress lines
     data = json.loads(js.read_text())
     assert data["meta"]["device"] == "cpu" and data["meta"]["hardware"]["gpu"] is None
+    assert data["meta"]["complete"] is True and not (tmp_path / "bench.partial.json").exists()
     assert {r["model"] for r in data["models"]} == set(list_models())
     for row in data["models"]:
         assert row["flops_per_sample"] > 0 and row["peak_rss_mb"] > 0
@@ -227,6 +228,34 @@ def test_bench_tiny_runs_on_cpu_and_writes_json_and_markdown(tmp_path):
     assert data["generation"]["sequences"] == 10_000 and data["generation"]["min_s"] > 0
     text = out.read_text()
     assert "**Hardware:**" in text and "no GPU" in text and "mmtune bench --tiny" in text
+
+
+def test_a_bench_cut_short_keeps_its_figures_beside_an_earlier_result(tmp_path, monkeypatch):
+    """Killed in the packing (as the H200 run was, by its timeout), the bench leaves the model
+    rows it measured in STEM.partial.json, marked incomplete, and the earlier JSON untouched."""
+    import argparse
+
+    from mmtune.bench import bench as bench_mod
+    from mmtune.bench import cli as bench_cli
+
+    out, js = tmp_path / "bench.md", tmp_path / "bench.json"
+    js.write_text('{"earlier": true}\n')
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_mod, "_time_packing", killed)
+    parser = argparse.ArgumentParser()
+    bench_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--tiny", "--device", "cpu", "--models", "simple_lstm",
+                              "--out", str(out), "--json", str(js)])
+    with pytest.raises(KeyboardInterrupt):
+        bench_cli.run(args)
+    part = json.loads((tmp_path / "bench.partial.json").read_text())
+    assert part["meta"]["complete"] is False and part["generation"]["min_s"] > 0
+    assert [r["model"] for r in part["models"]] == ["simple_lstm"]
+    assert all(v["samples_per_s"] > 0 for v in part["models"][0]["variants"])
+    assert json.loads(js.read_text()) == {"earlier": True} and not out.exists()
 
 
 def test_bench_bad_flag_is_one_line_and_exit_2(tmp_path):

@@ -47,6 +47,13 @@ def test_a_non_empty_folder_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert (tmp_path / "summary.txt").read_text() == "an earlier check\n"
 
 
+def test_an_unknown_step_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    res = _check("--tiny", "--only", "test,fly", str(tmp_path / "out"))
+    assert res.returncode == 2 and not (tmp_path / "out").exists()
+    assert res.stderr.strip().splitlines() == [
+        "gpu_check.sh: unknown step 'fly' in --only; use test, diag, train, bench, sweep"]
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_without_a_gpu_the_full_check_refuses_before_writing(tmp_path: Path) -> None:
     dest = tmp_path / "out"

@@ -117,3 +117,20 @@ def test_fp32_cpu_fast_path_is_channels_last_with_fp32_gradients(name: str, fp32
     scale = max(g.norm().item() for g in ref.values())
     for n, g in ref.items():
         assert (fast[n] - g).norm().item() <= 1e-4 * g.norm().item() + 1e-7 * scale, n
+
+
+def test_simple_lstm_recurrence_stays_fp32_under_autocast(bf16_on_cpu: None) -> None:
+    """The LSTM of simple_lstm runs in fp32 inside the fast path's bf16 autocast, while its dense
+    layers run in bf16. On an H200, cuDNN's bf16 LSTM put the gradients 12-28 % off fp32's, and
+    test_fast_path_gradients_match_fp32[simple_lstm-cuda] failed (scripts/gpu_lstm_diag.py); this
+    checks the same decision on the CPU, where no GPU is needed to see it."""
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    net = loop.prepare_model(get_model("simple_lstm", make_model_config("simple_lstm", preset="small")),
+                             "simple_lstm", cpu, True, compile=False)
+    seen: dict[str, torch.dtype] = {}
+    net.lstm.register_forward_hook(lambda _m, _i, out: seen.update(lstm=out[0].dtype))  # returns None
+    net.encoder.register_forward_hook(lambda _m, _i, out: seen.update(encoder=out.dtype))
+    clip = torch.rand(2, 20, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    loop.forward_loss(net, VideoLoss(0.0), clip[:, :10], clip[:, 10:], cpu, True).backward()
+    assert seen == {"encoder": torch.bfloat16, "lstm": torch.float32}
