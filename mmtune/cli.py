@@ -112,21 +112,21 @@ def run_train(args: argparse.Namespace) -> int:
     trial = build_trial(args.model, args.preset, dict(args.model_set), train, data)
     out = args.out or f"runs/train-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     overridden = [k for k in explicit if protocol and (k in protocol.train or k in protocol.data)]
-    summary = train_one(trial, out, resume=args.resume, progress=not args.quiet, protocol=args.protocol,
-                        protocol_overridden=overridden, overwrite=args.overwrite)
-    test = summary.get("test")
-    if test:
-        vs = summary.get("vs_best_baseline")
-        print(result_line(args.model, test, Verdict(**vs) if vs else None))
+    done = train_one(trial, out, resume=args.resume, progress=not args.quiet, protocol=args.protocol,
+                     protocol_overridden=overridden, overwrite=args.overwrite)
+    tested, record = done.tested, done.record
+    if tested.test:
+        vs = tested.vs_best_baseline
+        print(result_line(args.model, tested.test, Verdict(**vs) if vs else None))
     else:
-        print(f"{args.model}: {summary['status']}: {summary['message']}")
+        print(f"{args.model}: {record.status}: {record.message}")
     print(f"wrote {out}/{TEST_METRICS_FILE}")
     if trackers:
         from mmtune.report.trackers import log_to, train_log
 
         for line in log_to(trackers, train_log(out)):
             print(line, file=sys.stderr)
-    return 0 if summary["status"] == "completed" else 3
+    return 0 if record.status == "completed" else 3
 
 
 # The flags of `mmtune train` that only an array file (--data) takes, and those only generated clips take.

@@ -51,13 +51,15 @@ STUDY_FILE = "study.db"
 SPACE_FILE = "space.yaml"
 REPORT_FILE = "report.html"  # mmtune report's default output
 STATE_FILE = "state.pt"  # a trial's checkpoint, inside each Ray checkpoint folder (sha256 beside it)
-# What `mmtune train` writes into its folder (besides TEST_METRICS_FILE): each epoch's record, the
-# last and the best checkpoint (each with its sha256 sidecar) and a strip of test frames.
+# What `mmtune train` writes into its folder: test_metrics.json and baselines.json as a sweep does
+# (one family), the run's own record, each epoch's record, the last and the best checkpoint (each
+# with its sha256 sidecar) and a strip of test frames.
+TRAIN_FILE = "train.json"
 HISTORY_FILE = "history.json"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 STRIP_FILE = "strip.png"
-RUN_FILES = (TEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT, f"{LAST_CHECKPOINT}.sha256", BEST_CHECKPOINT,
+RUN_FILES = (TEST_METRICS_FILE, BASELINES_FILE, TRAIN_FILE, HISTORY_FILE, LAST_CHECKPOINT, f"{LAST_CHECKPOINT}.sha256", BEST_CHECKPOINT,
              f"{BEST_CHECKPOINT}.sha256", STRIP_FILE)
 # What a sweep writes; any of them may be absent while it runs or after it was interrupted.
 FILES = (RESULTS_FILE, BEST_CONFIGS_FILE, TEST_METRICS_FILE, BASELINES_FILE, SWEEP_FILE, STUDY_FILE,
@@ -550,6 +552,36 @@ def write_test_metrics(exp_dir: str | Path, tests: Mapping[str, TestResult]) -> 
 def read_test_metrics(exp_dir: str | Path) -> dict[str, TestResult]:
     """Read test_metrics.json. Raises ExperimentFileError when it cannot be read or is malformed."""
     return _per_model(TestResult, Path(exp_dir) / TEST_METRICS_FILE)
+
+
+# -- train.json (a `mmtune train` run) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    """train.json: how a `mmtune train` run went. Its test result is test_metrics.json's one entry
+    (a `TestResult`, as in a sweep) and its baselines are baselines.json."""
+
+    model: str
+    status: str  # completed, diverged, ...: the fit's status
+    message: str | None
+    best_epoch: int | None
+    config: dict[str, Any]  # TrialConfig.to_dict()
+    protocol: dict[str, Any] | None  # mmtune.training.protocols.protocol_record
+    device: str
+    wall_seconds: float
+    units: dict[str, str]
+    clip_spec: dict[str, Any]
+
+
+def write_train_record(out_dir: str | Path, record: TrainRecord) -> Path:
+    """Write train.json, atomically."""
+    return write_json(as_json(record), Path(out_dir) / TRAIN_FILE)
+
+
+def read_train_record(out_dir: str | Path) -> TrainRecord:
+    """Read train.json. Raises ExperimentFileError when it cannot be read or is malformed."""
+    return _record(TrainRecord, _load_json(Path(out_dir) / TRAIN_FILE), TRAIN_FILE)
 
 
 # -- baselines.json --------------------------------------------------------------------------------

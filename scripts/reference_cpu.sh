@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One CPU run at the reference protocol (issue 12): `mmtune train --protocol reference` with the
-# given flags, then its test_metrics.json, history.json and strip.png, with the exact command, wall
+# given flags, then its train.json, test_metrics.json, baselines.json, history.json and strip.png, with the exact command, wall
 # time and hardware (run.json), copied to reports/reference-cpu/NAME/. The checkpoints stay in
 # runs/reference/NAME (not committed).
 #
@@ -25,7 +25,7 @@ start=$(date +%s)
 "${cmd[@]}"
 wall=$(( $(date +%s) - start ))
 tmp=$(mktemp -d "reports/reference-cpu/.tmp-$name-XXXX")
-cp "$out"/test_metrics.json "$out"/history.json "$out"/strip.png "$tmp"/
+cp "$out"/train.json "$out"/test_metrics.json "$out"/baselines.json "$out"/history.json "$out"/strip.png "$tmp"/
 CMD="${cmd[*]}" WALL="$wall" .venv/bin/python - "$tmp/run.json" <<'PY'
 import json, os, platform, sys
 import torch

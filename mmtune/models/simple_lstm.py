@@ -136,6 +136,8 @@ class SimpleLSTM(nn.Module):
         and every layer before it); with the recurrence in fp32 they were within 2-3 %, as bf16's
         dense layers allow (scripts/gpu_lstm_diag.py, torch 2.11 + cuDNN, 2026-12-04).
         """
+        if z.device.type not in ("cpu", "cuda"):  # e.g. the memory estimate's meta pass: no autocast there
+            return self.lstm(z.float(), state)
         with torch.autocast(z.device.type, enabled=False):
             return self.lstm(z.float(), state)
 

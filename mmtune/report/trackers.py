@@ -57,12 +57,14 @@ from mmtune.experiment import (
     STRIP_FILE,
     SWEEP_FILE,
     TEST_METRICS_FILE,
+    TRAIN_FILE,
     ExperimentFileError,
     Outcome,
     read_baselines,
     read_results,
     read_sweep,
     read_test_metrics,
+    read_train_record,
     trial_outcomes,
 )
 from mmtune.search.tracking import (  # what the trials' live runs and the driver's runs share
@@ -88,7 +90,7 @@ VAL_NAMES = {"mse_frame": "val_mse", "mse_pixel255": "val_mse_pixel255", "mae_fr
              "ssim": "val_ssim", "psnr": "val_psnr"}
 # Artifacts of a sweep's parent run (report.html is added when it was built).
 SWEEP_FILES = (SWEEP_FILE, BEST_CONFIGS_FILE, TEST_METRICS_FILE, BASELINES_FILE, SPACE_FILE, RESULTS_FILE)
-TRAIN_FILES = (TEST_METRICS_FILE, HISTORY_FILE, STRIP_FILE)
+TRAIN_FILES = (TRAIN_FILE, TEST_METRICS_FILE, BASELINES_FILE, HISTORY_FILE, STRIP_FILE)
 _FAILED = {Outcome.FAILED.value, Outcome.DIVERGED.value}
 _UNFINISHED = {Outcome.RUNNING.value, Outcome.PENDING.value}
 
@@ -235,15 +237,18 @@ def sweep_log(exp_dir: str | Path) -> ExperimentLog:
 
 
 def train_log(out_dir: str | Path) -> ExperimentLog:
-    """A `mmtune train` folder (test_metrics.json, history.json) as one run.
+    """A `mmtune train` folder (train.json, test_metrics.json, baselines.json, history.json) as one run.
 
     Raises:
         MMTuneError: the folder lacks them, or they cannot be read.
     """
     out = Path(out_dir).resolve()
-    summary_json, history = (_read_json(out / name) for name in (TEST_METRICS_FILE, HISTORY_FILE))
-    config = summary_json.get("config") or {}
-    train_size = (config.get("data") or {}).get("train_size")
+    try:
+        record, tests, baselines = read_train_record(out), read_test_metrics(out), read_baselines(out)
+    except ExperimentFileError as exc:
+        raise MMTuneError(f"{out}: {exc}; it is not a finished mmtune train folder") from None
+    history = _read_json(out / HISTORY_FILE)
+    train_size = (record.config.get("data") or {}).get("train_size")
     steps = []
     for h in history:
         metrics = {VAL_NAMES[k]: v for k, v in (h.get("val") or {}).items() if k in VAL_NAMES}
@@ -253,18 +258,18 @@ def train_log(out_dir: str | Path) -> ExperimentLog:
         if seconds > 0 and h.get("status") != "diverged":
             metrics["train_samples_per_s"] = samples / seconds
         steps.append(Step(int(h["epoch"]), _finite(metrics)))
-    summary = {f"test_{k}": v for k, v in _finite(summary_json.get("test") or {}).items()}
-    for split, b in ((summary_json.get("baselines") or {}).get("splits") or {}).items():
-        for base, metrics in (b.get("metrics") or {}).items():
+    tested = tests.get(record.model)
+    summary = {f"test_{k}": v for k, v in _finite((tested.test if tested else None) or {}).items()}
+    for split, b in baselines.splits.items():
+        for base, metrics in b.metrics.items():
             summary.update({f"baseline/{split}/{base}/{k}": v for k, v in _finite(metrics).items()})
-    status = str(summary_json.get("status"))
-    tags = {"kind": "train", "model": str(summary_json.get("model")), "outcome": status,
-            "node": socket.gethostname(), "device": str(summary_json.get("device"))}
-    if summary_json.get("message"):
-        tags["message"] = str(summary_json["message"])[:5000]
-    wall = as_finite(summary_json.get("wall_seconds"))
-    ended = (out / TEST_METRICS_FILE).stat().st_mtime
-    run = RunLog(out.name, flat(config, "."), tags, status, steps, summary,
+    tags = {"kind": "train", "model": record.model, "outcome": record.status,
+            "node": socket.gethostname(), "device": record.device}
+    if record.message:
+        tags["message"] = str(record.message)[:5000]
+    wall = as_finite(record.wall_seconds)
+    ended = (out / TRAIN_FILE).stat().st_mtime
+    run = RunLog(out.name, flat(record.config, "."), tags, record.status, steps, summary,
                  [out / f for f in TRAIN_FILES if (out / f).is_file()],
                  started=ended - wall if not math.isnan(wall) else None, ended=ended)
     return ExperimentLog(TRAIN_EXPERIMENT, "train", out, [run])

@@ -1,4 +1,5 @@
-"""`mmtune train`: train one config, then write its test metrics (JSON) and a frame strip (PNG)."""
+"""`mmtune train`: train one config, then write its test metrics and baselines (the sweep's
+files, with one family), its run record (JSON) and a frame strip (PNG)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mmtune._io import write_json
 from mmtune.data.moving_mnist import load_standard_file
@@ -18,7 +19,12 @@ from mmtune.experiment import (
     LAST_CHECKPOINT,
     RUN_FILES,
     STRIP_FILE,
-    TEST_METRICS_FILE,
+    Baselines,
+    TestResult,
+    TrainRecord,
+    write_baselines,
+    write_test_metrics,
+    write_train_record,
 )
 from mmtune.flow import check_estimator
 from mmtune.metrics.units import units
@@ -34,23 +40,27 @@ from mmtune.training.protocols import protocol_record
 RESULT_FILES = RUN_FILES
 
 
+class TrainResult(NamedTuple):
+    """What `train_one` wrote: train.json's record and test_metrics.json's one entry."""
+
+    record: TrainRecord
+    tested: TestResult
+
+
 def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
               protocol: str | None = None, protocol_overridden: list[str] | None = None,
-              overwrite: bool = False) -> dict[str, Any]:
+              overwrite: bool = False) -> TrainResult:
     """Train `trial`, evaluate the best checkpoint on the test split and write the results.
 
-    Writes into `out_dir`: last.pt, best.pt, history.json, test_metrics.json, strip.png, each
-    atomically (a crash leaves the old file or the new one). best.pt (read back only for the
-    test split) and a finished run's last.pt carry no optimizer state.
-    A `resume` checkpoint is read and checked against `trial` before anything is written.
-    An `out_dir` holding another run's results (`RESULT_FILES`) is refused before anything is
-    written, unless `resume` is a checkpoint inside it or `overwrite` is given (then the earlier
-    run's files are removed first, so the folder never mixes two runs). test_metrics.json also
-    holds the val and test splits' trivial baselines, the test MSE's ratio to the best of them,
-    and the `protocol` (mmtune.training.protocols) with the fields flags overrode.
-
-    Returns:
-        The dict written to test_metrics.json.
+    Writes into `out_dir`, each file atomically (a crash leaves the old file or the new one):
+    last.pt, best.pt, history.json, strip.png; test_metrics.json ({model: TestResult}) and
+    baselines.json (the val and test splits' trivial baselines) in the sweep's schema; and
+    train.json (`TrainRecord`: status, config, the `protocol` with the fields flags overrode,
+    device, wall time). best.pt (read back only for the test split) and a finished run's last.pt
+    carry no optimizer state. A `resume` checkpoint is read and checked against `trial` before
+    anything is written. An `out_dir` holding another run's results (`RESULT_FILES`) is refused
+    before anything is written, unless `resume` is a checkpoint inside it or `overwrite` is given
+    (then the earlier run's files are removed first, so the folder never mixes two runs).
     """
     state = _checked_before_writing(trial, resume)
     out = Path(out_dir)
@@ -76,24 +86,20 @@ def train_one(trial: TrialConfig, out_dir: str | Path, resume: str | None = None
 
     fit = trainer.fit(on_epoch)
     write_json(_history(fit, trainer), out / HISTORY_FILE)
-    summary: dict[str, Any] = {
-        "model": trial.model,
-        "status": fit.status,
-        "message": fit.message,
-        "best_epoch": fit.best_epoch,
-        "config": trial.to_dict(),
-        "protocol": protocol_record(protocol, trial.data, protocol_overridden or []),
-        "device": str(trainer.device),
-        "wall_seconds": None,
-        "units": units(trainer.spec),
-        "clip_spec": dataclasses.asdict(trainer.spec),
-    }
-    summary["baselines"] = baselines_of(trainer.data)
+    baselines = baselines_of(trainer.data)
     if fit.best_epoch is not None:
-        summary.update(_test_best(trainer, out, summary["baselines"]))
-    summary["wall_seconds"] = time.perf_counter() - t0
-    write_json(summary, out / TEST_METRICS_FILE)
-    return summary
+        tested = _test_best(trainer, out, baselines, fit.best_val_mse)
+    else:
+        tested = TestResult(out.name, error=f"not tested: {fit.status}: {fit.message}")
+    record = TrainRecord(
+        model=trial.model, status=fit.status, message=fit.message, best_epoch=fit.best_epoch,
+        config=trial.to_dict(), protocol=protocol_record(protocol, trial.data, protocol_overridden or []),
+        device=str(trainer.device), wall_seconds=time.perf_counter() - t0, units=units(trainer.spec),
+        clip_spec=dataclasses.asdict(trainer.spec))
+    write_baselines(out, Baselines.from_dict(baselines))
+    write_test_metrics(out, {trial.model: tested})
+    write_train_record(out, record)
+    return TrainResult(record, tested)
 
 
 def _history(fit: Any, trainer: Trainer) -> list[dict[str, Any]]:
@@ -121,13 +127,16 @@ def _checked_before_writing(trial: TrialConfig, resume: str | None) -> dict[str,
     return state
 
 
-def _test_best(trainer: Trainer, out: Path, baselines: dict[str, Any]) -> dict[str, Any]:
-    """The best epoch's test metrics and verdict (test_metrics.json's keys), its strip written to `out`."""
+def _test_best(trainer: Trainer, out: Path, baselines: dict[str, Any], val_mse: float) -> TestResult:
+    """The best epoch's test metrics and verdict, its strip written to `out`."""
     best = out / BEST_CHECKPOINT  # else (see _carry_best) the weights this run ended with
     found = evaluate_best(trainer, best if best.is_file() else None, baselines, clips=1)
     p = found.prediction
     save_strip(p.inputs[0], p.truth[0], p.pred[0], out / STRIP_FILE)
-    return {"tested_epoch": found.epoch, "test": found.test, "vs_best_baseline": found.verdict._asdict()}
+    return TestResult(out.name, test=found.test, epoch=found.epoch,
+                      checkpoint=BEST_CHECKPOINT if best.is_file() else None, val_mse=val_mse,
+                      test_size=int(baselines["splits"]["test"]["size"]), units=units(trainer.spec),
+                      vs_best_baseline=found.verdict._asdict())
 
 
 def _earlier_results(out: Path, resume: str | None, overwrite: bool) -> list[Path]:

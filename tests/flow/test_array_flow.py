@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from mmtune.cli import main
 from mmtune.data.arrays import ArrayDataConfig, ArrayDataset
 from mmtune.errors import MMTuneError
+from mmtune.experiment import read_test_metrics, read_train_record
 from mmtune.flow import _cache, _expand, check_estimator, flow_inputs, normalise
 from mmtune.flow.estimators import Farneback
 from mmtune.training.config import build_trial
@@ -54,9 +54,8 @@ def test_farneback_on_an_array_trains_end_to_end_with_two_flow_channels(tmp_path
     out = tmp_path / "run"
     argv = ["train", "--model", "conv_tau", "--data", str(path), "--flow", "farneback", *FAST, "--out", str(out)]
     assert main(argv) == 0
-    summary = json.loads((out / "test_metrics.json").read_text())
-    assert summary["config"]["model_cfg"]["in_channels"] == 4  # 2 channels + 2 flow channels
-    assert np.isfinite(summary["test"]["mse_frame"])
+    assert read_train_record(out).config["model_cfg"]["in_channels"] == 4  # 2 channels + 2 flow channels
+    assert np.isfinite(read_test_metrics(out)["conv_tau"].test["mse_frame"])
     data = _data(path)
     flow = flow_inputs(data, "train", "farneback")
     assert flow.shape == (8, T_IN, 2, 16, 24) and flow.dtype == np.float16

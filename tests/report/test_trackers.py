@@ -17,7 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mmtune.experiment import read_results, trial_outcomes
+from mmtune.experiment import (
+    read_baselines,
+    read_results,
+    read_test_metrics,
+    read_train_record,
+    trial_outcomes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 mlflow = pytest.importorskip("mlflow")
@@ -319,10 +325,12 @@ def test_sweep_to_wandb_offline(tracked_sweep: tuple[Path, str], monkeypatch: py
     from mmtune.cli import main
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    for r in runs:  # a mark in each old copy: a new copy has none, even with the same name (same second)
+        (r["dir"] / "old-copy").write_text("")
     assert main(["report", str(exp), "--out", str(exp.parent / "again.html"), "--tracker", "wandb"]) == 0
     again = _wandb_runs(exp)
     assert len({r["id"] for r in runs}) == len(runs) == len(again) and {r["id"] for r in again} == {r["id"] for r in runs}
-    assert not {r["dir"] for r in again} & {r["dir"] for r in runs}
+    assert not [r["dir"] for r in again if (r["dir"] / "old-copy").exists()]
     _check_wandb(exp, again)
 
 
@@ -364,33 +372,36 @@ def test_train_to_mlflow(tmp_path: Path) -> None:
     out = _train(tmp_path, "--tracker", "mlflow")
     client = _client(f"sqlite:///{out / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("mmtune-train").experiment_id])
-    summary = json.loads((out / "test_metrics.json").read_text())
+    record, tested = read_train_record(out), read_test_metrics(out)["simple_lstm"]
     history = json.loads((out / "history.json").read_text())
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
     assert run.data.tags["model"] == "simple_lstm" and run.data.tags["outcome"] == "completed"
     assert run.data.tags["node"] == socket.gethostname()
-    assert run.data.params["model"] == "simple_lstm" and float(run.data.params["train.lr"]) == summary["config"]["train"]["lr"]
+    assert run.data.params["model"] == "simple_lstm" and float(run.data.params["train.lr"]) == record.config["train"]["lr"]
     assert run.data.params["data.train_size"] == "16" and run.data.params["model_cfg.hidden"]
     assert _history(client, run.info.run_id, "val_mse") == [(h["epoch"], h["val"]["mse_frame"]) for h in history]
     assert _history(client, run.info.run_id, "val_mse_pixel255") == [(h["epoch"], h["val"]["mse_pixel255"])
                                                                      for h in history]
     speeds = _history(client, run.info.run_id, "train_samples_per_s")
     assert [s for s, _ in speeds] == [1, 2] and all(v > 0 for _, v in speeds)
-    assert run.data.metrics["test_mse_frame"] == summary["test"]["mse_frame"]
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"test_metrics.json", "history.json", "strip.png"}
+    assert tested.test is not None and run.data.metrics["test_mse_frame"] == tested.test["mse_frame"]
+    base = read_baselines(out).splits["test"].metrics["mean_frame"]["mse_frame"]
+    assert run.data.metrics["baseline/test/mean_frame/mse_frame"] == base
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "train.json", "test_metrics.json", "baselines.json", "history.json", "strip.png"}
 
 
 def test_train_to_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     out = _train(tmp_path, "--tracker", "wandb=mmtune-test")
     (run,) = _wandb_runs(out)
-    summary = json.loads((out / "test_metrics.json").read_text())
+    record, tested = read_train_record(out), read_test_metrics(out)["simple_lstm"]
     history = json.loads((out / "history.json").read_text())
     assert run["project"] == "mmtune-test" and run["group"] == "mmtune-train" and run["job_type"] == "train"
-    assert run["config"]["model"] == "simple_lstm" and run["config"]["train.lr"] == summary["config"]["train"]["lr"]
+    assert run["config"]["model"] == "simple_lstm" and run["config"]["train.lr"] == record.config["train"]["lr"]
     assert run["config"]["mmtune"]["outcome"] == "completed"
     assert [(h["_step"], h["val_mse"]) for h in run["history"]] == [(h["epoch"], h["val"]["mse_frame"]) for h in history]
-    assert run["summary"]["test_mse_frame"] == summary["test"]["mse_frame"]
+    assert tested.test is not None and run["summary"]["test_mse_frame"] == tested.test["mse_frame"]
     assert (run["dir"] / "files" / "history.json").read_bytes() == (out / "history.json").read_bytes()
 
 

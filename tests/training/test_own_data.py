@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 from mmtune.cli import main
 from mmtune.data.spec import ClipSpec
 from mmtune.errors import MMTuneError
+from mmtune.experiment import read_baselines, read_test_metrics, read_train_record
 from mmtune.models import config_fields, list_models
 from mmtune.training.config import build_trial
 
@@ -50,14 +50,17 @@ def test_every_model_trains_on_a_non_square_two_channel_8_plus_8_array(model, tw
             build_trial(model, data_overrides={"path": str(two_channel), "t_in": 8, "t_out": 8})
         return
     assert main(argv) == 0
-    summary = json.loads((out / "test_metrics.json").read_text())
-    assert summary["clip_spec"] == {"t_in": 8, "t_out": 8, "channels": 2, "height": 16, "width": 24}
-    assert summary["config"]["model_cfg"]["out_channels"] == 2
-    assert summary["units"]["mse_frame"].startswith("per-frame MSE: sum over 2x16x24 values")
-    test = summary["test"]
+    record, tested = read_train_record(out), read_test_metrics(out)[model]
+    assert record.clip_spec == {"t_in": 8, "t_out": 8, "channels": 2, "height": 16, "width": 24}
+    assert record.config["model_cfg"]["out_channels"] == 2
+    assert record.units["mse_frame"].startswith("per-frame MSE: sum over 2x16x24 values")
+    assert tested.units == record.units and tested.vs_best_baseline is not None
+    assert tested.vs_best_baseline["pixels"] == 768
+    test = tested.test
+    assert test is not None
     # mse_pixel255 = mse_frame * 65025 / (C * H * W), C * H * W = 768 here
     assert test["mse_pixel255"] == pytest.approx(test["mse_frame"] * 65025 / 768, rel=1e-4)
-    assert summary["baselines"]["splits"]["test"]["size"] == 2  # 10 clips: 6 train, 2 val, 2 test
+    assert read_baselines(out).splits["test"].size == tested.test_size == 2  # 10 clips: 6 train, 2 val, 2 test
     assert (out / "strip.png").is_file()
 
 

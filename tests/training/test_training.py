@@ -14,10 +14,12 @@ import torch
 
 from mmtune.cli import main
 from mmtune.errors import MMTuneError
+from mmtune.experiment import TestResult, TrainRecord, read_baselines, read_test_metrics, read_train_record
 from mmtune.models import list_models
 from mmtune.training.checkpoint import load_checkpoint
 from mmtune.training.config import TrainConfig, build_trial
 from mmtune.training.loop import Trainer, resolve_device
+from mmtune.training.run import TrainResult
 
 TINY_DATA = {"train_size": 16, "val_size": 8, "test_size": 8}
 # The same run from the command line (simple_lstm: a 1-epoch run takes a second).
@@ -204,23 +206,26 @@ def test_train_command_writes_metrics_and_strip(tmp_path, capsys):
     rc = main(["train", "--model", "conv_tau", "--preset", "small", "--epochs", "1", "--train-size", "16",
                "--val-size", "8", "--test-size", "8", "--batch-size", "8", "--out", str(out), "--quiet"])
     assert rc == 0
-    metrics = json.loads((out / "test_metrics.json").read_text())
-    assert metrics["status"] == "completed"
-    assert set(metrics["test"]) >= {"mse_frame", "mse_pixel255", "ssim", "psnr", "mae_frame"}
-    assert len(metrics["test"]["mse_frame_per_step"]) == 10
-    assert metrics["test"]["mse_pixel255"] == pytest.approx(metrics["test"]["mse_frame"] * 65025 / 4096, rel=1e-4)
+    assert read_train_record(out).status == "completed"
+    tested = read_test_metrics(out)["conv_tau"]  # the sweep's schema, with one family
+    test = tested.test
+    assert set(test) >= {"mse_frame", "mse_pixel255", "ssim", "psnr", "mae_frame"}
+    assert len(test["mse_frame_per_step"]) == 10 and tested.test_size == 8 and tested.checkpoint == "best.pt"
+    assert test["mse_pixel255"] == pytest.approx(test["mse_frame"] * 65025 / 4096, rel=1e-4)
+    history = json.loads((out / "history.json").read_text())
+    assert tested.epoch == 1 and tested.val_mse == pytest.approx(history[0]["val"]["mse_frame"])
     assert (out / "strip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     captured = capsys.readouterr()
     assert "test mse_frame" in captured.out
     # the baselines of both evaluated splits, and the model set beside the best one
-    base = metrics["baselines"]
-    assert set(base["splits"]) == {"val", "test"} and base["splits"]["test"]["size"] == 8
-    test_base = base["splits"]["test"]["metrics"]
+    base = read_baselines(out)
+    assert set(base.splits) == {"val", "test"} and base.splits["test"].size == 8
+    test_base = base.splits["test"].metrics
     assert set(test_base) == {"blank", "mean_frame", "last_frame", "input_mean"}
     best = min(test_base, key=lambda k: test_base[k]["mse_frame"])
-    vs = metrics["vs_best_baseline"]
-    assert vs["baseline"] == best
-    assert vs["ratio"] == pytest.approx(metrics["test"]["mse_frame"] / test_base[best]["mse_frame"])
+    vs = tested.vs_best_baseline
+    assert vs is not None and vs["baseline"] == best
+    assert vs["ratio"] == pytest.approx(test["mse_frame"] / test_base[best]["mse_frame"])
     assert "the best baseline" in captured.out and "ssim" in captured.out  # the one result line
 
 
@@ -235,9 +240,9 @@ def test_a_plugin_model_trains_through_the_real_cli(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "toy: " in proc.stdout and "test mse_frame" in proc.stdout
-    metrics = json.loads((out / "test_metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["model"] == "toy"
-    assert metrics["config"]["model_cfg"]["kernel_size"] == 5 and math.isfinite(metrics["test"]["mse_frame"])
+    record = read_train_record(out)
+    assert record.status == "completed" and record.model == "toy"
+    assert record.config["model_cfg"]["kernel_size"] == 5 and math.isfinite(read_test_metrics(out)["toy"].test["mse_frame"])
     state = load_checkpoint(out / "last.pt")
     assert state["trial"]["model"] == "toy" and "conv1.weight" in state["model"]
 
@@ -279,8 +284,8 @@ def test_finished_run_keeps_no_optimizer_state(finished_run, tmp_path):
     # Resuming the finished run trains nothing and gives the same test metrics.
     assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--resume", str(finished_run / "last.pt"),
                  "--out", str(tmp_path / "again")]) == 0
-    first = json.loads((finished_run / "test_metrics.json").read_text())["test"]
-    assert json.loads((tmp_path / "again" / "test_metrics.json").read_text())["test"] == first
+    first = read_test_metrics(finished_run)["simple_lstm"].test
+    assert read_test_metrics(tmp_path / "again")["simple_lstm"].test == first
     assert json.loads((tmp_path / "again" / "history.json").read_text()) == []
 
 
@@ -324,7 +329,8 @@ def test_mismatched_resume_is_one_line_and_writes_nothing(argv, message, finishe
 
 # -- an --out holding another run's results -----------------------------------------------------
 
-RESULTS = ("test_metrics.json", "history.json", "last.pt", "best.pt", "strip.png")
+RESULTS = ("test_metrics.json", "baselines.json", "train.json", "history.json", "last.pt", "best.pt", "strip.png")
+NAMED = ", ".join(RESULTS)
 
 
 def _snapshot(folder):
@@ -360,7 +366,7 @@ def test_a_finished_runs_folder_is_refused_naming_its_files(finished_run, tmp_pa
     for extra in (["--seed", "1"], []):
         assert main(["train", "--model", "simple_lstm", *TINY_ARGS, *extra, "--out", str(out)]) == 2
         err = _one_line(capsys)
-        assert "(test_metrics.json, history.json, last.pt, best.pt, strip.png)" in err, err
+        assert f"({NAMED})" in err, err
         assert f"--resume {out / 'last.pt'}" in err and "--overwrite" in err, err
     assert _snapshot(out) == before
 
@@ -378,9 +384,8 @@ def test_overwrite_replaces_the_earlier_run(finished_run, tmp_path, capsys):
     shutil.copytree(finished_run, out)
     (out / "notes.txt").write_text("mine\n")
     assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--seed", "1", "--overwrite", "--out", str(out)]) == 0
-    assert (f"--overwrite: removing the earlier run's test_metrics.json, history.json, last.pt, best.pt, strip.png "
-            f"from {out}") in capsys.readouterr().err
-    assert json.loads((out / "test_metrics.json").read_text())["config"]["train"]["seed"] == 1
+    assert f"--overwrite: removing the earlier run's {NAMED} from {out}" in capsys.readouterr().err
+    assert read_train_record(out).config["train"]["seed"] == 1
     assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1]
     for name in ("last.pt", "best.pt"):
         assert load_checkpoint(out / name)["trial"]["train"]["seed"] == 1
@@ -403,8 +408,10 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(finished_run, tmp_path, mon
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     assert main(["train", "--model", "simple_lstm", *TINY_ARGS, "--overwrite", "--out", str(out)]) == 3
-    assert sorted(os.listdir(out)) == ["history.json", "last.pt", "last.pt.sha256", "test_metrics.json"]
-    assert json.loads((out / "test_metrics.json").read_text())["status"] == "diverged"
+    assert sorted(os.listdir(out)) == ["baselines.json", "history.json", "last.pt", "last.pt.sha256",
+                                       "test_metrics.json", "train.json"]
+    assert read_train_record(out).status == "diverged"
+    assert read_test_metrics(out)["simple_lstm"].error.startswith("not tested: diverged")
 
 
 def test_resume_into_the_runs_own_folder_needs_no_overwrite(tmp_path, capsys):
@@ -417,7 +424,7 @@ def test_resume_into_the_runs_own_folder_needs_no_overwrite(tmp_path, capsys):
     assert "--overwrite" not in capsys.readouterr().err
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
     assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [2]
-    assert json.loads((out / "test_metrics.json").read_text())["status"] == "completed"
+    assert read_train_record(out).status == "completed"
 
 
 def test_a_crash_mid_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
@@ -452,7 +459,8 @@ def test_protocol_sets_the_budget_and_flags_override_it(tmp_path, monkeypatch, c
     def fake_train_one(trial, out, resume=None, progress=True, protocol=None, protocol_overridden=None,
                        overwrite=False):
         seen.update(trial=trial, protocol=protocol, overridden=protocol_overridden)
-        return {"status": "completed", "message": "", "test": None}
+        return TrainResult(TrainRecord(trial.model, "completed", "", None, {}, None, "cpu", 0.0, {}, {}),
+                           TestResult("fake"))
 
     monkeypatch.setattr(run_module, "train_one", fake_train_one)
     main(["train", "--model", "simple_lstm", "--protocol", "reference", "--out", str(tmp_path / "a"), "--quiet"])
@@ -468,11 +476,12 @@ def test_protocol_sets_the_budget_and_flags_override_it(tmp_path, monkeypatch, c
     assert (seen["trial"].data.train_size, seen["trial"].data.test_size, seen["protocol"]) == (10000, 2000, None)
 
 
-def test_protocol_is_recorded_in_test_metrics(tmp_path):
+def test_protocol_is_recorded_in_the_run_record(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--model", "simple_lstm", "--preset", "small", "--protocol", "reference", "--epochs", "1",
                  "--train-size", "16", "--val-size", "8", "--test-size", "8", "--out", str(out), "--quiet"]) == 0
-    p = json.loads((out / "test_metrics.json").read_text())["protocol"]
+    p = read_train_record(out).protocol
+    assert p is not None
     assert p["name"] == "reference" and "Colonna" in p["source"]
     assert p["overridden_by_flags"] == ["epochs", "test_size", "train_size", "val_size"]
     assert "not the standard mnist_test_seq.npy" in p["test_clips"]
