@@ -23,7 +23,7 @@ from mmtune.errors import MMTuneError
 from mmtune.metrics import VideoLoss
 from mmtune.models import get_model, list_models, make_model_config
 from mmtune.training import loop
-from mmtune.training.config import build_trial
+from mmtune.training.config import TrainConfig, build_trial
 from mmtune.training.cost import _conv_backward_flop
 from mmtune.training.loop import Trainer, prepare_model, resolve_device
 
@@ -175,16 +175,30 @@ def test_markdown_section_is_replaced_and_the_rest_kept(tmp_path):
     assert text.count("mmtune-bench:cpu:begin") == 1
 
 
-def test_bench_steps_with_the_optimizer_a_trial_builds():
-    """The bench times a default trial's optimizer: AdamW (not torch's default weight decay 0.01 but
-    TrainConfig's 0) over every trainable parameter, at the bench's lr 1e-4, unfused on a CPU."""
-    from mmtune.bench.bench import _setup_trial
+@pytest.mark.parametrize("variant", ["eager", "fast"])
+def test_bench_steps_with_the_optimizer_a_trial_builds(variant):
+    """The bench times the optimizer a trial really trains with: the one `Trainer` builds for the same
+    model and a trial at the bench's lr (1e-4, not TrainConfig's 1e-3) and fast setting. Class, every
+    default (betas, eps, weight decay, amsgrad, fused, foreach...) and the parameters it steps, by name,
+    must match, so a bench that built its own optimizer, or ignored the trial's lr, is caught."""
+    from mmtune.bench.bench import VARIANTS, _setup_trial
 
-    net, opt, *_ = _setup_trial("conv_lstm", size_config("conv_lstm", "small"), "fast", torch.device("cpu"), 2, 4)
-    assert type(opt) is torch.optim.AdamW
-    assert (opt.defaults["lr"], opt.defaults["weight_decay"], bool(opt.defaults["fused"])) == (1e-4, 0.0, False)
-    stepped = {id(p) for group in opt.param_groups for p in group["params"]}
-    assert stepped == {id(p) for p in net.parameters() if p.requires_grad}
+    fast = VARIANTS[variant]["fast"]
+    trial = build_trial("conv_lstm", "small", train_overrides={"lr": 1e-4, "fast": fast, "device": "cpu"},
+                        data_overrides={"train_size": 4, "val_size": 2, "test_size": 2})
+    assert trial.model_cfg == size_config("conv_lstm", "small")  # the bench's model is the trial's
+    real = Trainer(trial, progress=False)
+    net, opt, *_ = _setup_trial("conv_lstm", trial.model_cfg, variant, torch.device("cpu"), 2, 4)
+    assert type(opt) is type(real.optimizer)
+    assert opt.defaults == real.optimizer.defaults
+    assert opt.defaults["lr"] == 1e-4 != TrainConfig().lr
+
+    def stepped(o, model):
+        names = {id(p): n for n, p in model.named_parameters()}
+        return [[names[id(p)] for p in group["params"]] for group in o.param_groups]
+
+    assert stepped(opt, net) == stepped(real.optimizer, real.model)
+    assert len(stepped(opt, net)[0]) == len(list(net.parameters()))
 
 
 def test_json_and_markdown_are_written_atomically(tmp_path, monkeypatch):
