@@ -21,9 +21,9 @@ from mmtune.bench import BenchResult, count_train_flops, size_config, write_json
 from mmtune.bench.bench import BenchConfig
 from mmtune.errors import MMTuneError
 from mmtune.metrics import VideoLoss
-from mmtune.models import get_model, list_models, make_model_config
+from mmtune.models import get_model, list_models
 from mmtune.training import loop
-from mmtune.training.config import build_trial
+from mmtune.training.config import TrainConfig, build_trial
 from mmtune.training.cost import _conv_backward_flop
 from mmtune.training.loop import Trainer, prepare_model, resolve_device
 
@@ -72,24 +72,33 @@ def test_channels_last_keeps_outputs(model):
         torch.testing.assert_close(nhwc(x), eager(x), rtol=1e-4, atol=1e-5)
 
 
-def test_compiled_model_keeps_checkpoint_keys(monkeypatch):
-    """nn.Module.compile is in place: a compiled model, run once, saves the keys and weights an eager
-    model loads strictly, and predicts what the eager one predicts. Dynamo really traces it here, with
-    its "eager" backend standing in for inductor (which needs minutes of C++ builds on a CPU)."""
-    compile_ = torch.nn.Module.compile
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compile_(self, backend="eager"))
+def test_compiled_model_keeps_checkpoint_keys(monkeypatch, tmp_path):
+    """A trial compiled for real (MMTUNE_COMPILE=1: inductor builds C++ kernels, about 30 s on one CPU
+    core) keeps the eager model's state_dict keys, and its checkpoint, written and read back by
+    mmtune's own checkpoint code, loads strictly into an eager model that then predicts the same
+    frames. `torch.compile(model)` instead of the in-place `model.compile()` would prefix every key
+    with `_orig_mod.` and break every checkpoint."""
+    from mmtune.training.checkpoint import load_checkpoint, save_checkpoint
+
+    monkeypatch.setenv("MMTUNE_COMPILE", "1")
     torch._dynamo.reset()
-    cfg = make_model_config("conv_tau", preset="small", hid_S=8, N_S=2, hid_T=16, N_T=1)
-    torch.manual_seed(0)
-    net = prepare_model(get_model("conv_tau", cfg), "conv_tau", torch.device("cpu"), True, compile=True)
-    x = torch.rand(1, 10, 1, 64, 64)
+    torch._dynamo.utils.counters.clear()
+    trial = build_trial("conv_tau", "small", model_overrides={"hid_S": 8, "N_S": 2, "hid_T": 16, "N_T": 1},
+                        train_overrides={"device": "cpu", "fast": True},
+                        data_overrides={"train_size": 2, "val_size": 1, "test_size": 1})
+    trainer = Trainer(trial, progress=False)
+    net = trainer.model.eval()
+    x = torch.rand(1, 10, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = net.eval()(x)
-    assert torch._dynamo.utils.counters["stats"]["calls_captured"] > 0  # dynamo traced the forward
-    eager = get_model("conv_tau", cfg).eval()
-    eager.load_state_dict(net.state_dict(), strict=True)
+        out = net(x)
+    assert torch._dynamo.utils.counters["stats"]["calls_captured"] > 0  # dynamo traced the forward...
+    assert torch._dynamo.utils.counters["inductor"], "inductor did not compile the graph"  # ...and inductor built it
+    eager = get_model("conv_tau", trial.model_cfg).eval()
+    assert list(net.state_dict()) == list(eager.state_dict())
+    path = save_checkpoint(trainer.state_dict(optimizer=False), tmp_path / "last.pt")
+    eager.load_state_dict(load_checkpoint(path)["model"], strict=True)
     with torch.no_grad():
-        torch.testing.assert_close(eager(x), out)
+        torch.testing.assert_close(eager(x), out, rtol=1e-4, atol=1e-5)
 
 
 def test_cpu_fast_path_neither_compiles_nor_changes_layout_with_bf16(monkeypatch, bf16_on_cpu):
@@ -175,16 +184,30 @@ def test_markdown_section_is_replaced_and_the_rest_kept(tmp_path):
     assert text.count("mmtune-bench:cpu:begin") == 1
 
 
-def test_bench_steps_with_the_optimizer_a_trial_builds():
-    """The bench times a default trial's optimizer: AdamW (not torch's default weight decay 0.01 but
-    TrainConfig's 0) over every trainable parameter, at the bench's lr 1e-4, unfused on a CPU."""
-    from mmtune.bench.bench import _setup_trial
+@pytest.mark.parametrize("variant", ["eager", "fast"])
+def test_bench_steps_with_the_optimizer_a_trial_builds(variant):
+    """The bench times the optimizer a trial really trains with: the one `Trainer` builds for the same
+    model and a trial at the bench's lr (1e-4, not TrainConfig's 1e-3) and fast setting. Class, every
+    default (betas, eps, weight decay, amsgrad, fused, foreach...) and the parameters it steps, by name,
+    must match, so a bench that built its own optimizer, or ignored the trial's lr, is caught."""
+    from mmtune.bench.bench import VARIANTS, _setup_trial
 
-    net, opt, *_ = _setup_trial("conv_lstm", size_config("conv_lstm", "small"), "fast", torch.device("cpu"), 2, 4)
-    assert type(opt) is torch.optim.AdamW
-    assert (opt.defaults["lr"], opt.defaults["weight_decay"], bool(opt.defaults["fused"])) == (1e-4, 0.0, False)
-    stepped = {id(p) for group in opt.param_groups for p in group["params"]}
-    assert stepped == {id(p) for p in net.parameters() if p.requires_grad}
+    fast = VARIANTS[variant]["fast"]
+    trial = build_trial("conv_lstm", "small", train_overrides={"lr": 1e-4, "fast": fast, "device": "cpu"},
+                        data_overrides={"train_size": 4, "val_size": 2, "test_size": 2})
+    assert trial.model_cfg == size_config("conv_lstm", "small")  # the bench's model is the trial's
+    real = Trainer(trial, progress=False)
+    net, opt, *_ = _setup_trial("conv_lstm", trial.model_cfg, variant, torch.device("cpu"), 2, 4)
+    assert type(opt) is type(real.optimizer)
+    assert opt.defaults == real.optimizer.defaults
+    assert opt.defaults["lr"] == 1e-4 != TrainConfig().lr
+
+    def stepped(o, model):
+        names = {id(p): n for n, p in model.named_parameters()}
+        return [[names[id(p)] for p in group["params"]] for group in o.param_groups]
+
+    assert stepped(opt, net) == stepped(real.optimizer, real.model)
+    assert len(stepped(opt, net)[0]) == len(list(net.parameters()))
 
 
 def test_json_and_markdown_are_written_atomically(tmp_path, monkeypatch):

@@ -21,15 +21,32 @@ def _check(*args: str, out: str | None = None) -> subprocess.CompletedProcess:
                           timeout=300, env=env)
 
 
-def test_python_dash_m_mmtune_is_the_cli() -> None:
-    """The GPU machine runs `python -m mmtune` from PYTHONPATH: the same parser as the console script."""
-    def help_of(cmd: list[str]) -> str:
-        out = subprocess.run([*cmd, "bench", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return out.stdout.replace("__main__.py", "mmtune")
+def test_python_dash_m_mmtune_is_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU machine runs `python -m mmtune` from PYTHONPATH; it must be the console script's
+    command: the installed `mmtune` entry point is mmtune.cli:main, `python -m mmtune` calls that
+    same function with the command line and exits with what it returns, and the two real commands
+    refuse the same bad input with the same line and exit 2."""
+    import runpy
+    from importlib.metadata import entry_points
 
-    dash_m = help_of([sys.executable, "-m", "mmtune"])
-    assert dash_m == help_of([str(Path(sys.executable).with_name("mmtune"))]) and "--pack-seconds" in dash_m
+    import mmtune.cli
+
+    (ep,) = entry_points(group="console_scripts", name="mmtune")
+    assert ep.value == "mmtune.cli:main" and ep.load() is mmtune.cli.main
+    seen = []
+    monkeypatch.setattr(mmtune.cli, "main", lambda argv=None: seen.append((argv, sys.argv[1:])) or 7)
+    monkeypatch.setattr(sys, "argv", ["mmtune", "bench", "--tiny"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("mmtune", run_name="__main__")
+    assert done.value.code == 7 and seen == [(None, ["bench", "--tiny"])]
+
+    def run(cmd: list[str]) -> tuple[int, str]:
+        out = subprocess.run([*cmd, "bench", "--steps", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        return out.returncode, out.stderr
+
+    dash_m = run([sys.executable, "-m", "mmtune"])
+    assert dash_m == run([str(Path(sys.executable).with_name("mmtune"))])
+    assert dash_m[0] == 2 and dash_m[1].startswith("mmtune: error: steps must be a positive integer")
 
 
 def test_no_output_folder_is_one_line_and_exit_2() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
 
 from mmtune.report._pareto import draw_pareto, front_rows, get_pareto_info, pareto_mask
 
@@ -55,25 +56,57 @@ def test_trials_without_cost_are_named_not_drawn() -> None:
 
 
 def test_the_panel_plots_costs_that_trials_report(tmp_path) -> None:
-    """The panel finds its costs in what a real trial reports: the rows a TrialLog writes for a tiny
-    trained model, through results.parquet's layout, give a point with every cost, the trial's own."""
+    """The panel drawn from trials' reported rows (through results_frame, results.parquet's layout) plots
+    every trial at its best epoch and draws as fronts exactly the non-dominated trials, worked out by
+    hand below for each cost: per family (a line in the family's group) and across families (the
+    dotted black line). The two costs have different fronts, so a panel that drew one cost's front on
+    the other's axis, or a family's front as the overall one, is caught."""
     from mmtune.experiment import TrialRecord, results_frame
-    from mmtune.report._pareto import COSTS, get_pareto_info
-    from mmtune.search.trial_log import TrialLog
-    from mmtune.training.config import build_trial
-    from mmtune.training.loop import Trainer
+    from mmtune.report._pareto import COSTS
 
-    trial = build_trial("simple_lstm", "small", train_overrides={"epochs": 1, "batch_size": 4, "device": "cpu"},
-                        data_overrides={"train_size": 8, "val_size": 4, "test_size": 4})
-    trainer = Trainer(trial, progress=False)
-    log = TrialLog(trial, str(tmp_path / "tb"), {"node_ip": "127.0.0.1", "hostname": "here", "node_id": "n0"})
-    rows: list = []
-    trainer.fit(lambda result, tr: rows.append({**log.epoch(result, tr), "trial_id": "t0", "training_iteration": 1}))
-    frame = results_frame([TrialRecord("t0", "TERMINATED", {"model": "simple_lstm"}, rows, None, str(tmp_path))])
-    info = get_pareto_info(frame, ["simple_lstm"])
-    assert len(info.points) == 1, info.notes
-    point = info.points[0]
-    assert {k: getattr(point, k) for k in COSTS} == {k: rows[0][k] for k in COSTS}
+    # trial: (family, val MSE per epoch, GFLOPs per sample, M params)
+    made_up = {
+        "a": ("conv_tau", [120.0, 100.0], 1.0, 4.0),  # best epoch 2 (100)
+        "b": ("conv_tau", [90.0], 2.0, 1.0),
+        "c": ("conv_tau", [95.0], 3.0, 2.0),  # b is cheaper and better in both costs
+        "d": ("conv_tau", [80.0], 4.0, 3.0),
+        "e": ("conv_lstm", [150.0], 0.5, 5.0),
+        "f": ("conv_lstm", [140.0], 2.5, 0.5),
+    }
+    records = [TrialRecord(tid, "TERMINATED", {"model": fam},
+                           [{"model": fam, "epoch": e, "training_iteration": e, "val_mse": v, "epochs_planned": 2,
+                             "flops_per_sample": gflops * 1e9, "params": mparams * 1e6}
+                            for e, v in enumerate(vals, 1)], None, str(tmp_path / tid))
+               for tid, (fam, vals, gflops, mparams) in made_up.items()]
+    # By hand. GFLOPs: conv_tau a(1, 100) b(2, 90) d(4, 80), c(3, 95) is beaten by b; conv_lstm e(0.5, 150)
+    # and f(2.5, 140); across families b(2, 90) beats f. M params: conv_tau b(1, 90) d(3, 80), a(4, 100)
+    # and c(2, 95) beaten by b; conv_lstm f(0.5, 140) beats e(5, 150); across: f, b, d.
+    fronts = {"flops_per_sample": ({"conv_tau": "abd", "conv_lstm": "ef"}, "eabd"),
+              "params": ({"conv_tau": "bd", "conv_lstm": "f"}, "fbd")}
+    best = {tid: (min(vals), gflops, mparams) for tid, (_, vals, gflops, mparams) in made_up.items()}
+
+    def line(ids: str, cost: int) -> tuple[list[float], list[float]]:
+        """(costs, val MSEs) of the trials `ids`, cheapest first: a front's line."""
+        pts = sorted((best[t] for t in ids), key=lambda p: p[cost])
+        return [p[cost] for p in pts], [p[0] for p in pts]
+
+    fig = draw_pareto(get_pareto_info(results_frame(records), ["conv_tau", "conv_lstm"]))
+    for col, key in enumerate(COSTS, start=1):
+        cost = 1 if key == "flops_per_sample" else 2  # the drawn unit: GFLOPs, M params
+        axis = "x" if col == 1 else f"x{col}"
+        traces = [t for t in fig.data if t.xaxis == axis]
+
+        family, overall = fronts[key]
+        for fam, ids in family.items():
+            dots = next(t for t in traces if t.mode == "markers" and t.name == fam)
+            mine = [tid for tid, v in made_up.items() if v[0] == fam]
+            assert sorted(dots.text) == mine  # every trial of the family is a dot...
+            drawn = {tid: (x, y) for tid, x, y in zip(dots.text, dots.x, dots.y, strict=True)}
+            assert drawn == {tid: (pytest.approx(best[tid][cost]), best[tid][0]) for tid in mine}  # ...at its best epoch
+            lines = next(t for t in traces if t.mode == "lines" and t.legendgroup == fam)
+            assert (list(lines.x), list(lines.y)) == line(ids, cost), f"{key}: {fam}'s front"
+        dotted = next(t for t in traces if t.mode == "lines" and t.legendgroup == "front")
+        assert (list(dotted.x), list(dotted.y)) == line(overall, cost), f"{key}: the front across families"
 
 
 def _section(html: str) -> str:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from mmtune.report import build_report
 from mmtune.report._leaderboard import get_leaderboard_info, get_reference_info
@@ -37,13 +40,32 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_sweep_writes_its_report(real_sweep):
     """run_search.py builds the report after the sweep (search does not import report: the CLI
-    hands it `report_after_sweep`), names it on stderr, and the page shows each family's best."""
+    hands it `report_after_sweep`), names it on stderr, and the page says what the sweep's own files
+    say: every family of the space with its number of trials in results.parquet, and for each tested
+    family the trial with the lowest val MSE in results.parquet (the one test_metrics.json tested) with
+    its test mse_frame, in the reference table and in the verdict against the baselines."""
     exp, stderr = real_sweep
     assert "the report failed" not in stderr
     assert f"report: {exp / 'report.html'}" in stderr
     html = (exp / "report.html").read_text()
-    for model, entry in json.loads((exp / "best_configs.json").read_text()).items():
-        assert model in html and entry["trial_id"] in html
+    results = pd.read_parquet(exp / "results.parquet")
+    families = yaml.safe_load((exp / "space.yaml").read_text())["model"]["choices"]
+    trials = results.groupby("model")["trial_id"].nunique()
+    assert set(trials.index) <= set(families) and trials.sum() > 0
+    searched = ", ".join(f"{m} ({trials.get(m, 0)} trials)" for m in families)
+    assert f"<td>Models searched</td><td>{searched}</td>" in html
+    metrics = json.loads((exp / "test_metrics.json").read_text())
+    tested = {m: e for m, e in metrics.items() if isinstance(e, dict) and isinstance(e.get("test"), dict)}
+    assert tested
+    for model, entry in tested.items():
+        rows = results[results["model"] == model]
+        best = rows.loc[rows["val_mse"].idxmin(), "trial_id"]
+        mse = entry["test"]["mse_frame"]
+        assert entry["trial_id"] == best
+        row = (rf'<tr class="tested"><td>{model} \(this sweep\)</td><td>this sweep, trial {best}</td>'
+               rf'(?:(?!</tr>).)*<td class="num">{mse:,.2f}</td></tr>')
+        assert re.search(row, html), f"no reference row of {model}, trial {best}, test mse_frame {mse:.2f}"
+        assert re.search(rf"{model}: [^<:]+: test mse_frame {mse:.1f} ", html), f"no verdict of {model}"
 
 
 def test_report_of_a_real_sweep(real_sweep, tmp_path, check_html, render):

@@ -30,16 +30,48 @@ def test_help_names_every_default() -> None:
         assert default in out, default
 
 
-def test_mmtune_search_is_the_same_entry() -> None:
-    """`mmtune search` and run_search.py take the same flags, with the same help and defaults."""
-    def options(cmd: list[str]) -> str:
-        out = subprocess.run([sys.executable, *cmd, "--help"], cwd=REPO, capture_output=True, text=True,
-                             timeout=120)
-        assert out.returncode == 0, out.stderr
-        return out.stdout[out.stdout.index("options:"):out.stdout.index("examples:")]
+def test_mmtune_search_is_the_same_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`mmtune search ARGS` and `python run_search.py ARGS` dispatch to the same sweep: each hands
+    run_sweep the same SweepArgs and builds the report through the same after-sweep hook with the
+    experiment the sweep wrote (the sweep itself is stubbed here), and each refuses the same bad input
+    with the same one line and exit 2 (real processes)."""
+    import runpy
+    from types import SimpleNamespace
 
-    search, script = options(["-m", "mmtune.cli", "search"]), options(["run_search.py"])
-    assert search == script and "--reduction-factor" in search and "default ./experiments" in search
+    import mmtune.report.cli
+    import mmtune.search.sweep
+    from mmtune.cli import main
+
+    calls: list[tuple[str, object]] = []
+
+    def sweep(args):
+        calls.append(("sweep", args))
+        return SimpleNamespace(status="completed", exp_dir=tmp_path / "exp")
+
+    def after(ns):
+        calls.append(("after", ns.space))
+        return lambda exp_dir: calls.append(("report", exp_dir))
+
+    monkeypatch.setattr(mmtune.search.sweep, "run_sweep", sweep)
+    monkeypatch.setattr(mmtune.report.cli, "after_sweep", after)
+    argv = ["--space", "search_spaces/smoke.yaml", "--samples", "3", "--seed", "7", "--storage", str(tmp_path)]
+    assert main(["search", *argv]) == 0
+    by_cli, calls[:] = list(calls), []
+    monkeypatch.setattr(sys, "argv", ["run_search.py", *argv])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(REPO / "run_search.py"), run_name="__main__")
+    assert done.value.code == 0
+    assert [c[0] for c in by_cli] == ["after", "sweep", "report"] and calls == by_cli
+    assert by_cli[1][1].samples == 3 and by_cli[1][1].seed == 7  # the flags reached the sweep
+
+    bad = [*argv[:2], "--samples", "0", "--storage", str(tmp_path)]
+    mmtune_cmd = subprocess.run([sys.executable, "-m", "mmtune", "search", *bad], cwd=REPO, capture_output=True,
+                                text=True, timeout=120)
+    script = _run(*bad)
+    assert mmtune_cmd.returncode == script.returncode == 2
+    assert mmtune_cmd.stderr.startswith("mmtune: error: ") and script.stderr.startswith("run_search.py: error: ")
+    assert mmtune_cmd.stderr.removeprefix("mmtune: ") == script.stderr.removeprefix("run_search.py: ")
+    assert len(script.stderr.strip().splitlines()) == 1 and "--samples must be a positive integer" in script.stderr
 
 
 # (args, expected, whether the command gets as far as mmtune's own checks): those that do must not

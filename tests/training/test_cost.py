@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -60,14 +61,35 @@ def test_counting_leaves_the_random_stream_alone() -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_static_cost_of_a_trial_by_hand(tmp_path) -> None:
+    """static_cost of a real tiny simple_lstm trial on its own 3+2 frames of 4x4 equals a count made
+    from the layer sizes alone: the parameters, and the FLOPs of test_simple_lstm_flops_by_hand (11,008),
+    so the cost follows the trial's data (not Moving MNIST's 64x64) and counts one sample, not a batch."""
+    clips = np.random.default_rng(0).integers(0, 256, (10, 5, 4, 4), dtype=np.uint8)
+    np.save(tmp_path / "clips.npy", clips)
+    trial = build_trial("simple_lstm", model_overrides={"dense1": 8, "dense2": 6, "hidden": 5},
+                        train_overrides={"epochs": 1, "batch_size": 2, "device": "cpu"},
+                        data_overrides={"path": str(tmp_path / "clips.npy"), "layout": "NTHW", "t_in": 3, "t_out": 2})
+    cost = static_cost(Trainer(trial, progress=False))
+    encoder = (16 * 8 + 8) + (8 * 6 + 6)  # Linear(16 pixels, 8), Linear(8, 6), with biases
+    lstm = 4 * 5 * (6 + 5) + 2 * 4 * 5  # 4 gates: input and hidden weights, two bias vectors
+    decoder = (5 * 6 + 6) + (6 * 8 + 8) + (8 * 16 + 16)
+    assert cost.params == encoder + lstm + decoder == 686
+    assert cost.flops_per_sample == 11_008
+    assert math.isnan(cost.train_samples_per_s) and math.isnan(cost.infer_ms_per_clip)
+
+
 @pytest.mark.parametrize("model", list_models())
 def test_static_cost_and_inference_time(model: str) -> None:
+    """Every model's counted FLOPs are per sample: a batch of 3 counts exactly 3 times what
+    static_cost's batch of 1 does (matmuls and convs scale linearly with the batch), so both give the
+    same count per sample; a count that forgot to divide by the batch, or divided by the wrong
+    number, breaks this. The inference time is a real, positive timing."""
     trial = build_trial(model, "small", train_overrides={"epochs": 1, "batch_size": 4},
                         data_overrides={"train_size": 8, "val_size": 4, "test_size": 4})
     trainer = Trainer(trial, progress=False)
     cost = static_cost(trainer)
-    assert cost.params == sum(p.numel() for p in trainer.model.parameters())
-    assert cost.flops_per_sample > cost.params  # each weight is used at least once per sample
-    assert math.isnan(cost.train_samples_per_s)
+    three = count_train_flops(model, trial.model_cfg, kl_weight=trial.kl_weight, batch=3, spec=trainer.spec)
+    assert cost.flops_per_sample > 0 and three == cost.flops_per_sample
     ms = infer_ms_per_clip(trainer, clips=2, repeats=1)
     assert 0 < ms < 60_000
