@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from mmtune.errors import MMTuneError
 from mmtune.experiment import Outcome
 from mmtune.report._leaderboard import MSE_FRAME_LABEL
 from mmtune.report._load import Experiment, trial_table
 from mmtune.report._plot import empty_figure
+from mmtune.search.params import space_params
 
 _LOG_RATIO = 100.0  # a positive parameter spanning this factor or more is drawn (and sampled) in log10
 _UNSET = "(unset)"
@@ -134,6 +136,17 @@ def draw_parallel(info: ParallelInfo) -> go.Figure:
     return fig
 
 
+def _space_distributions(exp: Experiment, model: str) -> dict[str, Any]:
+    """The distributions `model`'s trials were sampled from, read from the sweep's space.yaml by
+    the space parser's own `parse_param` (`search.params.space_params`); {} without the file."""
+    if not exp.space:
+        return {}
+    try:
+        return {n: p.distribution() for n, p in space_params(exp.space, model).items()}
+    except MMTuneError:  # a file the parser refuses: the study's or the values' distributions instead
+        return {}
+
+
 def _study_distributions(path: Path | None, name: str) -> dict[str, Any]:
     """Parameter distributions from the sweep's Optuna study, where study.db opens (else {})."""
     if path is None:
@@ -175,7 +188,9 @@ def _rebuilt_study(exp: Experiment, model: str, trials: pd.DataFrame, cols: list
     """An in-memory Optuna study of `model`'s trials, each with its best val MSE, over `cols`' parameters."""
     import optuna
 
-    known = _study_distributions(exp.study_path, exp.name)
+    # space.yaml first (what the sweep sampled from), then study.db; only a parameter neither holds
+    # (a sweep of an older mmtune, say) gets a distribution inferred from its values.
+    known = {**_study_distributions(exp.study_path, exp.name), **_space_distributions(exp, model)}
     dists = {c[len("config/"):]: known.get(c[len("config/"):]) or _infer_distribution(trials[c]) for c in cols}
     study = optuna.create_study(direction="minimize", study_name=f"{exp.name}-{model}")
     for _, t in trials.iterrows():
@@ -201,8 +216,8 @@ def get_importance_info(exp: Experiment, model: str) -> ImportanceInfo:
     """Importances of `model`'s parameters for its best val MSE, from an in-memory Optuna study.
 
     The study is rebuilt from results.parquet (best val MSE over all epochs per trial), not taken
-    from study.db: OptunaSearch records an ASHA-stopped trial's *last* value, not its best. study.db,
-    where present, only supplies the parameter distributions.
+    from study.db: OptunaSearch records an ASHA-stopped trial's *last* value, not its best. The
+    parameter distributions come from space.yaml (else study.db, else the values).
     """
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator

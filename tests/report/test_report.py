@@ -400,3 +400,21 @@ def test_mmtune_report_reads_a_sweep_without_torch(make_exp, tmp_path) -> None:
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Predicted frames" in out.read_text() and "Against the trivial baselines" in out.read_text()
+
+
+def test_importance_distributions_come_from_space_yaml(make_exp):
+    """The study rebuilt for the importances samples from space.yaml's distributions, read by the
+    space parser (`search.params.space_params`), not guessed from the values: simple_lstm's hidden is
+    a categorical of [32, 64, 128] there (its values alone read as an int range), and lr keeps its
+    log range 1e-4..1e-1 though simple_lstm's trials reached only 1e-2. No study.db helps here."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from mmtune.report._params import _completed, _model_params, _rebuilt_study
+
+    exp = load_experiment(make_exp(missing=("study.db",)))
+    assert exp.study_path is None
+    trials = _completed(exp, "simple_lstm")
+    cols, _ = _model_params(trials)
+    dists = _rebuilt_study(exp, "simple_lstm", trials, cols).trials[0].distributions
+    assert dists["simple_lstm.hidden"] == CategoricalDistribution([32, 64, 128])
+    assert dists["lr"] == FloatDistribution(1e-4, 1e-1, log=True)

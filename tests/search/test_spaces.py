@@ -354,3 +354,19 @@ def test_a_data_section_naming_an_array_file(tmp_path: Path, monkeypatch: pytest
         assert message in str(info.value) and str(info.value).startswith(str(tmp_path / "space.yaml"))
     with pytest.raises(MMTuneError, match="flow 'oracle' is offered for generated Moving MNIST only"):
         load_space(_write(tmp_path, {**GOOD, "data": {"path": "clips.npy", "t_in": 8, "t_out": 8}}))
+
+
+def test_space_params_reads_what_the_parser_samples_without_torch() -> None:
+    """The report's reading of a space.yaml (search.params.space_params, no model registry and no
+    torch) gives each model the distributions the full parser's SearchSpace samples from."""
+    import subprocess
+    import sys
+
+    from mmtune.search.params import space_params
+
+    raw = yaml.safe_load((REPO / "search_spaces" / "default.yaml").read_text())
+    space = parse_space(raw, "default.yaml")
+    for model in space.models:
+        assert {n: p.distribution() for n, p in space_params(raw, model).items()} == space.distributions(model)
+    code = "import sys, mmtune.search.params; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
