@@ -11,7 +11,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from mmtune.search.tune_adapter import BudgetLimiter, RecordingOptunaSearch, _Restoring
+from mmtune.search.searcher import BudgetLimiter, RecordingOptunaSearch, _Restoring
 
 SPACE = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
