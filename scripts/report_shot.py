@@ -25,7 +25,9 @@ window.addEventListener("load", () => {
     if (el.tagName === "H2") keep = el === start;
     if (!keep) el.style.display = "none";
   }
-  for (const el of document.querySelectorAll(".banner")) el.style.display = "none";
+  // the page's own banners (before the first section) go; a section's banners (its verdicts) stay
+  for (const el of document.querySelectorAll(".banner"))
+    if (el.compareDocumentPosition(h2s[0]) & Node.DOCUMENT_POSITION_FOLLOWING) el.style.display = "none";
 });
 </script>"""
 
