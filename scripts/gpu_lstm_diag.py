@@ -18,27 +18,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import sys
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from mmtune.metrics import VideoLoss
-from mmtune.models import get_entry, get_model, make_model_config
+from mmtune.bench.bench import fast_path_gradients
+from mmtune.models import get_model, make_model_config
 from mmtune.training import loop
 
 NAME = "simple_lstm"
 
 
 def grads(model: nn.Module, device: torch.device, fast: bool, batch) -> dict[str, torch.Tensor]:
-    net = loop.prepare_model(copy.deepcopy(model), NAME, device, fast, compile=False)
-    net.train()
-    x, y = (t.to(device) for t in batch)
-    loss = loop.forward_loss(net, VideoLoss(get_entry(NAME).kl_weight), x, y, device, fast)
-    loss.backward()
-    return {n: p.grad.detach().float().cpu() for n, p in net.named_parameters() if p.grad is not None}
+    return fast_path_gradients(model, NAME, device, fast, batch)
 
 
 @contextlib.contextmanager

@@ -307,6 +307,24 @@ def _param_probe(model: str, cfg: Any):
     return get_model(model, cfg).parameters()
 
 
+def fast_path_gradients(model: Any, name: str, device: Any, fast: bool, batch: tuple[Any, Any]) -> dict[str, Any]:
+    """Parameter gradients (fp32, on the CPU) of one training step's loss on `batch` = (x, y),
+    through the loop's own `prepare_model` and `forward_loss` on a copy of `model`: what the fast
+    path's numerics are checked with (tests/training/test_fast_path.py, scripts/gpu_lstm_diag.py)."""
+    import copy
+
+    from mmtune.metrics import VideoLoss
+    from mmtune.models import get_entry
+    from mmtune.training import loop
+
+    net = loop.prepare_model(copy.deepcopy(model), name, device, fast, compile=False)
+    net.train()
+    x, y = (t.to(device) for t in batch)
+    loss = loop.forward_loss(net, VideoLoss(get_entry(name).kl_weight), x, y, device, fast)
+    loss.backward()
+    return {n: p.grad.detach().float().cpu() for n, p in net.named_parameters() if p.grad is not None}
+
+
 def pack_worker(
     rank: int, model: str, size: str, device_name: str, batch_size: int, warmup: int, seconds: float,
     threads: int, barrier: Any,

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -136,9 +137,9 @@ class SimpleLSTM(nn.Module):
         and every layer before it); with the recurrence in fp32 they were within 2-3 %, as bf16's
         dense layers allow (scripts/gpu_lstm_diag.py, torch 2.11 + cuDNN, 2026-12-04).
         """
-        if z.device.type not in ("cpu", "cuda"):  # e.g. the memory estimate's meta pass: no autocast there
-            return self.lstm(z.float(), state)
-        with torch.autocast(z.device.type, enabled=False):
+        # autocast exists on cpu and cuda only (the memory estimate's meta pass has none to leave)
+        fp32 = torch.autocast(z.device.type, enabled=False) if z.device.type in ("cpu", "cuda") else nullcontext()
+        with fp32:
             return self.lstm(z.float(), state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from mmtune.bench.bench import fast_path_gradients
 from mmtune.metrics import VideoLoss
 from mmtune.models import get_entry, get_model, list_models, make_model_config
 from mmtune.training import loop
@@ -25,16 +26,6 @@ ABS_TOL = 1e-6
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def gradients(model: torch.nn.Module, name: str, device: torch.device, fast: bool, batch) -> dict[str, torch.Tensor]:
-    """Parameter gradients of one training step's loss, through the loop's own functions."""
-    net = loop.prepare_model(copy.deepcopy(model), name, device, fast, compile=False)
-    net.train()
-    x, y = (t.to(device) for t in batch)
-    loss = loop.forward_loss(net, VideoLoss(get_entry(name).kl_weight), x, y, device, fast)
-    loss.backward()
-    return {n: p.grad.detach().float().cpu() for n, p in net.named_parameters() if p.grad is not None}
-
-
 def gradient_mismatches(name: str, device: torch.device, channels_last: bool | None = None) -> list[str]:
     """The parameters whose fast-path gradient is outside the tolerance (empty: the path is right)."""
     torch.manual_seed(0)
@@ -42,15 +33,15 @@ def gradient_mismatches(name: str, device: torch.device, channels_last: bool | N
     gen = torch.Generator().manual_seed(1)
     clip = torch.rand(4, 20, 1, 64, 64, generator=gen)
     batch = (clip[:, :10], clip[:, 10:])
-    ref = gradients(model, name, device, False, batch)
+    ref = fast_path_gradients(model, name, device, False, batch)
     if channels_last is None:
-        fast = gradients(model, name, device, True, batch)
+        fast = fast_path_gradients(model, name, device, True, batch)
     else:  # the layout decision forced, to show what the test catches
         orig = loop.prepare_model
         try:
             loop.prepare_model = lambda m, n, d, f, compile=None: orig(m, n, d, f, channels_last=channels_last,
                                                                       compile=False)
-            fast = gradients(model, name, device, True, batch)
+            fast = fast_path_gradients(model, name, device, True, batch)
         finally:
             loop.prepare_model = orig
     assert set(fast) == set(ref), "the fast path must train the same parameters"
@@ -113,7 +104,7 @@ def test_fp32_cpu_fast_path_is_channels_last_with_fp32_gradients(name: str, fp32
         assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
     clip = torch.rand(4, 20, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     batch = (clip[:, :10], clip[:, 10:])
-    ref, fast = gradients(model, name, cpu, False, batch), gradients(model, name, cpu, True, batch)
+    ref, fast = fast_path_gradients(model, name, cpu, False, batch), fast_path_gradients(model, name, cpu, True, batch)
     scale = max(g.norm().item() for g in ref.values())
     for n, g in ref.items():
         assert (fast[n] - g).norm().item() <= 1e-4 * g.norm().item() + 1e-7 * scale, n
