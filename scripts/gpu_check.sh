@@ -22,7 +22,11 @@
 # --tiny is the dry run on CPU (about 3 minutes on 2 cores): the same three steps at CI sizes: the
 # CPU gradient test, `bench --tiny --device cpu`, and the smoke space (2 trials) on CPU.
 #
-# --only LIST runs the named steps alone (test, diag, train, bench, sweep; default test,bench,sweep).
+# --only LIST runs the named steps alone (test, diag, train, bench, decide, sweep; default
+# test,bench,sweep). decide (added for the second GPU run) times the two default-size conv models at
+# batch 64 in eager, bf16 and fast (bf16 + torch.compile): the rows that decide CUDA's fast-path
+# defaults, with the compile's warm-up seconds beside the steady speed. DECIDE_BATCH, DECIDE_MODELS and
+# DECIDE_VARIANTS change its batch (64), models (conv_tau,conv_lstm) and variants (eager,bf16,fast).
 # diag and train were added after the first GPU run (2026-12-04), whose simple_lstm gradient test
 # failed and whose bench timed out in torch.compile: diag is scripts/gpu_lstm_diag.py, train is
 # simple_lstm trained on CUDA with and without the fast path side by side (2,000 clips, 2 epochs).
@@ -42,7 +46,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 for s in ${only//,/ }; do
-  case $s in test|diag|train|bench|sweep) ;; *) echo "gpu_check.sh: unknown step '$s' in --only; use test, diag, train, bench, sweep" >&2; exit 2;; esac
+  case $s in test|diag|train|bench|decide|sweep) ;; *) echo "gpu_check.sh: unknown step '$s' in --only; use test, diag, train, bench, decide, sweep" >&2; exit 2;; esac
 done
 wants() { [[ ",$only," == *",$1,"* ]]; }
 dest=${1:-${OUT:-}}
@@ -78,7 +82,8 @@ if [ $tiny = 1 ]; then
   bench_args=(--tiny --device cpu)
   train_args=(--device cpu --train-size 64 --val-size 32 --test-size 32 --epochs 1)
   sweep_args=(--space search_spaces/smoke.yaml --samples 2 --cpus-per-trial 1 --time-budget 2m)
-  t_test=300; t_bench=240; t_sweep=420; t_diag=120; t_train=300
+  decide_args=(--tiny --device cpu --models conv_tau --variants eager,fast --pack 1)
+  t_test=300; t_bench=240; t_sweep=420; t_diag=120; t_train=300; t_decide=240
 else
   device=cuda
   if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -87,11 +92,14 @@ else
   fi
   test_args=(-k cuda)
   bench_args=(--device cuda --variants eager,bf16,bf16_cl --steps 30 --warmup 5 --budget-s 4 --pack 1,2,4,8
-              --pack-seconds 8)
+              --pack-seconds 5)
+  decide_args=(--device cuda --models "${DECIDE_MODELS:-conv_tau,conv_lstm}" --sizes default
+               --batch-size "${DECIDE_BATCH:-64}" --variants "${DECIDE_VARIANTS:-eager,bf16,fast}"
+               --steps 40 --warmup 5 --budget-s 6 --pack 1 --pack-size default --pack-seconds 5)
   train_args=(--device cuda --train-size 2000 --val-size 500 --test-size 500 --epochs 2)
   sweep_args=(--space search_spaces/reference_5epoch.yaml --gpus-per-trial 0.125 --cpus-per-trial 2
               --time-budget 3m)
-  t_test=60; t_bench=200; t_sweep=240; t_diag=60; t_train=120
+  t_test=90; t_bench=260; t_sweep=240; t_diag=60; t_train=120; t_decide=200
 fi
 
 mkdir -p "$dest"
@@ -149,6 +157,11 @@ if wants bench; then
     --out "$work/benchmarks-$device.md" --json "$work/benchmarks-$device.json"
   cp "$work/benchmarks-$device.md" "$work/benchmarks-$device.json" "$work/benchmarks-$device.partial.json" \
     "$dest"/ 2>/dev/null
+fi
+if wants decide; then  # compile on (the default): its warm-up seconds are the compile's cost
+  step "bench at batch 64 (decide)" $t_decide $PY -m mmtune bench "${decide_args[@]}" \
+    --out "$work/decide-$device.md" --json "$work/decide-$device.json"
+  cp "$work/decide-$device.md" "$work/decide-$device.json" "$work/decide-$device.partial.json" "$dest"/ 2>/dev/null
 fi
 if wants sweep; then
   step "reference sweep" $t_sweep $PY run_search.py "${sweep_args[@]}" --seed 0 --storage "$work/experiments" \

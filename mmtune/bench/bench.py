@@ -178,17 +178,19 @@ def _setup_trial(model: str, cfg: Any, variant: str, device, batch_size: int, n_
     from mmtune.metrics import VideoLoss
     from mmtune.models import get_model
     from mmtune.training.config import TrainConfig
-    from mmtune.training.loop import Batches, build_optimizer, prepare_model
+    from mmtune.training.loop import Batches, build_optimizer, fast_path, prepare_model
 
     v = VARIANTS[variant]
+    # "fast" is what a trial runs, so a model whose entry turns the fast path off on CUDA runs eager
+    fast = fast_path(model, device, v["fast"]) if variant == "fast" else v["fast"]
     torch.manual_seed(0)
-    net = prepare_model(get_model(model, cfg), model, device, v["fast"], v["channels_last"], v["compile"])
+    net = prepare_model(get_model(model, cfg), model, device, fast, v["channels_last"], v["compile"])
     net.train()
     # a default trial's optimizer (AdamW, fused on CUDA with the fast path), at a small lr
     opt = build_optimizer(TrainConfig(lr=1e-4, fast=v["fast"]), net, device)
     batches = Batches(_bench_frames(n_seqs), None, device, on_device=v["fast"])
     orders = _batch_orders(len(batches), batch_size, seed)
-    return net, opt, VideoLoss(kl_weight=_kl_weight(model)), batches, v["fast"], orders
+    return net, opt, VideoLoss(kl_weight=_kl_weight(model)), batches, fast, orders
 
 
 def _batch_orders(n: int, batch_size: int, seed: int = 0):

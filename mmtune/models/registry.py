@@ -44,6 +44,8 @@ class ModelEntry:
             a run with a flow estimator can train it.
         channels_last: its convolutions run faster with NHWC weights and activations; applied by the
             fast path on CUDA only (see `mmtune.training.loop.prepare_model`).
+        cuda_fast: the fast path (bf16 autocast, torch.compile) pays on CUDA. False: the model trains
+            fp32 eager on CUDA even with `TrainConfig.fast` (see `mmtune.training.loop.fast_path`).
     """
 
     name: str
@@ -53,6 +55,7 @@ class ModelEntry:
     kl_weight: float = 0.0
     takes_flow: bool = False
     channels_last: bool = False
+    cuda_fast: bool = True
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -68,6 +71,7 @@ def register_model(
     kl_weight: float = 0.0,
     takes_flow: bool = False,
     channels_last: bool = False,
+    cuda_fast: bool = True,
 ) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
     """Register `builder(cfg) -> nn.Module` under `name` with its traits (see `ModelEntry`).
 
@@ -87,7 +91,8 @@ def register_model(
         if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0):
             raise ValueError(f"kl_weight of {name!r} must be a number >= 0, got {kl_weight!r}")
         _REGISTRY[name] = ModelEntry(
-            name, config_cls, builder, dict(presets or {}), float(kl_weight), bool(takes_flow), bool(channels_last)
+            name, config_cls, builder, dict(presets or {}), float(kl_weight), bool(takes_flow), bool(channels_last),
+            bool(cuda_fast),
         )
         return builder
 

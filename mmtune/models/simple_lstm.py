@@ -164,6 +164,9 @@ class SimpleLSTM(nn.Module):
     "simple_lstm",
     SimpleLSTMConfig,
     presets={"small": {"model": {"dense1": 256, "dense2": 64, "hidden": 64}, "train": {}}},
+    # On an H200 (2026-12-04, batch 16) the fast path made it slower: bf16 0.79-0.82x eager, bf16 +
+    # compile 0.72x. Its LSTM runs fp32 anyway (`_recur`), so autocast adds only casts.
+    cuda_fast=False,
 )
 def build_simple_lstm(cfg: SimpleLSTMConfig) -> SimpleLSTM:
     """Build the dense LSTM baseline from its config."""

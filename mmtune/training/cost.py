@@ -102,7 +102,7 @@ def infer_ms_per_clip(trainer: Any, clips: int = 8, repeats: int = 3) -> float:
     """Milliseconds per clip of `trainer`'s model predicting `clips` val clips at once (best of `repeats`)."""
     from mmtune.training.loop import _autocast
 
-    model, device, fast = trainer.model, trainer.device, trainer.trial.train.fast
+    model, device, fast = trainer.model, trainer.device, trainer.fast
     val = trainer.val_batches()
     n = min(clips, len(val))
     x, _ = val.get(torch.arange(n))

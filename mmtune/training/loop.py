@@ -228,16 +228,24 @@ def _autocast(device: torch.device, fast: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, fast))
 
 
+def fast_path(name: str, device: torch.device, fast: bool) -> bool:
+    """Whether a trial of model `name` on `device` runs the fast path it asks for (`TrainConfig.fast`).
+
+    On CUDA only models whose registry entry says it pays (`ModelEntry.cuda_fast`); simple_lstm does
+    not: measured slower with it on an H200 (docs/benchmarks.md, "On an NVIDIA H200").
+    """
+    return fast and (device.type != "cuda" or get_entry(name).cuda_fast)
+
+
 def compile_enabled(device: torch.device, fast: bool) -> bool:
     """Whether the fast path compiles the model: on CUDA with triton; MMTUNE_COMPILE overrides.
 
     Decision: compile on CUDA, not on CPU. On a GPU these small models are launch-bound (many
-    small norm/activation/residual kernels per step) and inductor fuses those chains; the
-    compile costs tens of seconds once per trial process, against a 10,000-sequence epoch of
-    625 steps. `mmtune bench` measures the compile time, the compiled and uncompiled step
-    and so the break-even step count; a GPU run of it is what confirms this default (see
-    docs/benchmarks.md). On CPU compiling does not pay: it needs a C++ toolchain and takes
-    longer than a short CPU trial's gain, so the CPU fast path stays eager.
+    small norm/activation/residual kernels per step) and inductor fuses those chains. Measured on
+    an H200 (docs/benchmarks.md): the compile costs 24-47 s once per trial process and paid after
+    about 400-5,700 steps (conv_tau at OpenSTL size 1.32x eager at batch 16, 1.96x at 64; conv_lstm
+    2.55x, 3.20x). On CPU compiling does not pay: it needs a C++ toolchain and takes longer than a
+    short CPU trial's gain, so the CPU fast path stays eager.
     MMTUNE_COMPILE=0 turns compiling off everywhere; MMTUNE_COMPILE=1 forces it on (with fast).
     """
     flag = os.environ.get("MMTUNE_COMPILE", "").strip()
@@ -371,9 +379,8 @@ class Trainer:
         self.spec = self.data.spec
         self.progress = progress
         torch.manual_seed(trial.train.seed)
-        self.model = prepare_model(
-            get_model(trial.model, trial.model_cfg), trial.model, self.device, trial.train.fast
-        )
+        self.fast = fast_path(trial.model, self.device, trial.train.fast)
+        self.model = prepare_model(get_model(trial.model, trial.model_cfg), trial.model, self.device, self.fast)
         self.loss_fn = VideoLoss(kl_weight=trial.kl_weight)
         self.train_size = trial.data.train_size
         self.steps_per_epoch = math.ceil(self.train_size / trial.train.batch_size)
@@ -510,7 +517,7 @@ class Trainer:
             file=sys.stderr,
             leave=False,
         )
-        fast = self.trial.train.fast
+        fast = self.fast
         lazy = fast and self.device.type == "cuda"
         running = torch.zeros((), device=self.device)  # sum of loss * batch size since the last sync
         timed = self.trial.train.time_budget_s is not None
@@ -559,7 +566,7 @@ class Trainer:
             loss, status = self.train_epoch()
             t_train = time.perf_counter() - t0
             t_val, forward_s = time.perf_counter(), list[float]()
-            metrics = evaluate(self.model, val, self.trial.train.eval_batch(self.device.type), self.trial.train.fast,
+            metrics = evaluate(self.model, val, self.trial.train.eval_batch(self.device.type), self.fast,
                                forward_s)
             if forward_s:
                 self.val_ms_per_clip = 1000.0 * sum(forward_s) / len(val)
@@ -591,7 +598,7 @@ class Trainer:
     def test(self) -> dict[str, Any]:
         """All metrics on the held-out test split."""
         return evaluate(self.model, self.split("test"), self.trial.train.eval_batch(self.device.type),
-                        self.trial.train.fast)
+                        self.fast)
 
     @torch.no_grad()
     def predict(self, split: str = "test", n: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -599,7 +606,7 @@ class Trainer:
         one channel (Moving MNIST's (n, 10, 64, 64)), else (n, T, C, H, W)."""
         self.model.eval()
         x, y = (self.val_batches() if split == "val" else self.split(split)).get(torch.arange(n))
-        with _autocast(self.device, self.trial.train.fast):
+        with _autocast(self.device, self.fast):
             pred = self.model(x).float().clamp(0, 1)
         c = self.spec.channels
         keep = (slice(None), slice(None), 0) if c == 1 else (slice(None), slice(None), slice(0, c))

@@ -68,7 +68,7 @@ def test_an_unknown_step_is_one_line_and_exit_2(tmp_path: Path) -> None:
     res = _check("--tiny", "--only", "test,fly", str(tmp_path / "out"))
     assert res.returncode == 2 and not (tmp_path / "out").exists()
     assert res.stderr.strip().splitlines() == [
-        "gpu_check.sh: unknown step 'fly' in --only; use test, diag, train, bench, sweep"]
+        "gpu_check.sh: unknown step 'fly' in --only; use test, diag, train, bench, decide, sweep"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")

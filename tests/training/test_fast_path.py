@@ -125,3 +125,16 @@ def test_simple_lstm_recurrence_stays_fp32_under_autocast(bf16_on_cpu: None) -> 
     clip = torch.rand(2, 20, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     loop.forward_loss(net, VideoLoss(0.0), clip[:, :10], clip[:, 10:], cpu, True).backward()
     assert seen == {"encoder": torch.bfloat16, "lstm": torch.float32}
+
+
+def test_the_fast_path_is_off_on_cuda_where_the_model_entry_says_it_does_not_pay() -> None:
+    """simple_lstm's entry turns the fast path off on CUDA (slower with it on an H200); the conv models
+    keep it, and on a CPU every model keeps what it asks for."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert not get_entry("simple_lstm").cuda_fast
+    assert not loop.fast_path("simple_lstm", cuda, True)
+    assert loop.fast_path("conv_tau", cuda, True) and loop.fast_path("conv_lstm", cuda, True)
+    assert loop.fast_path("simple_lstm", cpu, True)
+    assert not loop.fast_path("conv_tau", cuda, False)
+    # what the trial and the bench's "fast" variant build: no compile for simple_lstm on CUDA
+    assert not loop.compile_enabled(cuda, loop.fast_path("simple_lstm", cuda, True))
