@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from mmtune.report.cli import after_sweep
-from mmtune.search.cli import main
+from mmtune.cli.report import after_sweep
+from mmtune.cli.search import main
 
 if __name__ == "__main__":
     sys.exit(main(after=after_sweep))

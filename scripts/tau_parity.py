@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from mmtune._io import write_json
-from mmtune.cli import _kv
+from mmtune.cli._common import kv as _kv
 from mmtune.metrics.baselines import evaluate_baselines, train_mean_intensity
 from mmtune.training.config import build_trial
 from mmtune.training.loop import Trainer, autocast_enabled

@@ -3,7 +3,7 @@
 `spaces` parses and validates the files, `sweep` runs a sweep end to end (plan, run, evaluate,
 write; the files it leaves are `mmtune.experiment`'s: names, typed records, readers and writers),
 `algorithms` is the one table of schedulers and samplers, `trial_log` builds what a trial reports
-each epoch, `tune_adapter` is the only module that imports Ray, `cli` is `mmtune search`.
+each epoch, `tune_adapter` is the only module that imports Ray. Its command line is `mmtune.cli.search`.
 """
 
 from __future__ import annotations

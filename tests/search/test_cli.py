@@ -38,7 +38,7 @@ def test_mmtune_search_is_the_same_entry(monkeypatch: pytest.MonkeyPatch, tmp_pa
     import runpy
     from types import SimpleNamespace
 
-    import mmtune.report.cli
+    import mmtune.cli.report
     import mmtune.search.sweep
     from mmtune.cli import main
 
@@ -53,7 +53,7 @@ def test_mmtune_search_is_the_same_entry(monkeypatch: pytest.MonkeyPatch, tmp_pa
         return lambda exp_dir: calls.append(("report", exp_dir))
 
     monkeypatch.setattr(mmtune.search.sweep, "run_sweep", sweep)
-    monkeypatch.setattr(mmtune.report.cli, "after_sweep", after)
+    monkeypatch.setattr(mmtune.cli.report, "after_sweep", after)
     argv = ["--space", "search_spaces/smoke.yaml", "--samples", "3", "--seed", "7", "--storage", str(tmp_path)]
     assert main(["search", *argv]) == 0
     by_cli, calls[:] = list(calls), []

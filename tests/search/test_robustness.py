@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mmtune.report.cli import report_after_sweep
+from mmtune.cli.report import report_after_sweep
 from mmtune.search.plan import SweepArgs
 from mmtune.search.sweep import run_sweep
 from mmtune.search.tune_adapter import KEEP_CHECKPOINTS

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _train_help() -> dict[str, str]:
     """Each option of `mmtune train` -> its help text, one line."""
-    from mmtune.cli import add_train_parser
+    from mmtune.cli.train import add_parser as add_train_parser
 
     sub = argparse.ArgumentParser().add_subparsers()
     add_train_parser(sub)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mmtune.cli._common import add_tracker_argument
 from mmtune.search.algorithms import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS, help_text
 from mmtune.search.plan import (
     DEFAULT_OBJECTIVE,
@@ -134,19 +135,6 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
 
 
-def add_tracker_argument(p: argparse.ArgumentParser, what: str, how: str) -> None:
-    """`--tracker NAME[=VALUE]` (repeatable), shared by `mmtune search`, `train` and `report`."""
-    p.add_argument("--tracker", action="append", default=[], metavar="mlflow[=URI]|wandb[=PROJECT]",
-                   help=f"also log the {what} to MLflow or Weights & Biases ({how}), from the files it writes, "
-                        f"once it ends (a sweep's trials log to an MLflow tracking server themselves, live, "
-                        f"from their nodes); repeatable; a run logged again is updated, not doubled. "
-                        f"mlflow: a tracking URI or a SQLite file path (default: "
-                        f"mlflow.db in the {what}'s folder, open it with mlflow ui --backend-store-uri "
-                        f"sqlite:///PATH); wandb: offline runs in the folder's wandb/ (wandb sync uploads "
-                        f"them), in PROJECT (default mmtune). Each needs its extra: pip install "
-                        f"'mmtune[mlflow]' or 'mmtune[wandb]' (default: none, TensorBoard only)")
-
-
 def add_parser(sub: argparse._SubParsersAction, after: After | None = None) -> None:
     """Register `mmtune search` with the `mmtune` CLI; `after` as in `run`."""
     p = sub.add_parser("search", help=HELP, description=HELP, epilog=EPILOG,
@@ -167,7 +155,7 @@ def run(ns: argparse.Namespace, after: After | None = None) -> int:
 
     `after(ns)` is called before the sweep starts (so that a bad --tracker is one line before any
     training) and returns what to do with the written experiment directory: the report and the
-    trackers. The command above search hands it in (`mmtune.report.cli.after_sweep`), so that
+    trackers. The command above search hands it in (`mmtune.cli.report.after_sweep`), so that
     search does not import report.
     """
     from mmtune.search.sweep import run_sweep

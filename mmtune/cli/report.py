@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mmtune.cli._common import add_tracker_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mmtune report`."""
@@ -19,8 +21,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beside", action="append", default=[], metavar="DIR",
                    help="another experiment directory whose best-val-MSE-so-far curve is drawn beside this "
                         "sweep's, e.g. the --no-search run or random search at the same budget (repeatable)")
-    from mmtune.search.cli import add_tracker_argument
-
     add_tracker_argument(p, "sweep", "each trial a run, the sweep a parent run holding its files; a sweep "
                                      "logged before is replaced in MLflow")
     p.set_defaults(func=run_report)

@@ -1,29 +1,18 @@
-"""The `mmtune` command: train, search, report, bench. mmtune errors become one line + exit 2."""
+"""`mmtune train`: one model, one config; the run's files and its test metrics (`mmtune.experiment`)."""
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
+from mmtune.cli._common import add_tracker_argument, kv
 from mmtune.errors import MMTuneError
 from mmtune.experiment import RUN_FILES, TEST_METRICS_FILE
 
 
-def _kv(text: str) -> tuple[str, Any]:
-    """Parse KEY=VALUE with a YAML scalar value (3 -> int, 0.5 -> float, true -> bool)."""
-    import yaml
-
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
-
-
-def add_train_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """`mmtune train`: one model, one config."""
     from mmtune.flow import FLOW_ESTIMATORS
     from mmtune.models import flow_models, list_models
@@ -32,7 +21,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one model config and write its test metrics")
     p.add_argument("--model", default="conv_tau", help=f"{' | '.join(list_models())} (default conv_tau)")
     p.add_argument("--preset", default=None, help="a named preset of the model, e.g. seed2023 or small")
-    p.add_argument("--set", dest="model_set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="model_set", type=kv, action="append", default=[], metavar="KEY=VALUE",
                    help="a model config field, e.g. --set kernel_size=3 (repeatable)")
     p.add_argument("--protocol", help="a named budget: reference (8,000/1,000/1,000 clips, 5 epochs, batch 16, "
                                       "the reference report's); explicit flags override it")
@@ -76,8 +65,6 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="replace the results of an earlier run in --out (default off: an --out holding "
                         f"{', '.join(f for f in RUN_FILES if not f.endswith('.sha256'))} is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    from mmtune.search.cli import add_tracker_argument
-
     add_tracker_argument(p, "run", "its config, every epoch's metrics, its test metrics and files")
     p.set_defaults(func=run_train)
 
@@ -177,39 +164,3 @@ def _generated_data(args: argparse.Namespace, protocol: Any, explicit: list[str]
         except ValueError:
             raise MMTuneError(f"--train-size must be an integer or 'online', got {args.train_size!r}") from None
     return data
-
-
-def subcommands() -> dict[str, Callable[[argparse._SubParsersAction], None]]:
-    """The `add_parser` function of every subcommand, by name: train, search, report, bench."""
-    from mmtune.bench.cli import add_parser as add_bench
-    from mmtune.report.cli import add_parser as add_report
-    from mmtune.report.cli import after_sweep
-    from mmtune.search.cli import add_parser as add_search
-
-    return {"train": add_train_parser, "search": functools.partial(add_search, after=after_sweep),
-            "report": add_report, "bench": add_bench}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `mmtune` console script."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="mmtune", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands = subcommands()
-    # Only the command that runs builds its parser (`mmtune --help` builds them all): the train
-    # parser lists the model registry, which imports torch, and `mmtune report` needs none.
-    for name in [argv[0]] if argv and argv[0] in commands else list(commands):
-        commands[name](sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except MMTuneError as exc:
-        print(f"mmtune: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mmtune: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
