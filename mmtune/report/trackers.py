@@ -194,6 +194,7 @@ def sweep_log(exp_dir: str | Path) -> ExperimentLog:
         tags = {"model": str(first["model"]), "outcome": outcomes[tid].value,
                 "node": str(_first(g["hostname"]) or _first(g["node_ip"]) or "unknown"),
                 "node_ip": str(_first(g["node_ip"]) or ""), "trial_id": tid,
+                "node_id": str(_first(g["node_id"]) or "") if "node_id" in g else "",
                 "phase": str(first.get("phase", "search")), "ray_status": str(g["status"].iloc[-1])}
         if _first(g["optuna_trial"]) is not None:
             tags["optuna_trial"] = str(int(_first(g["optuna_trial"])))

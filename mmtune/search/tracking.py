@@ -5,9 +5,9 @@ When the MLflow store is one that every node reaches and many processes may writ
 server `http(s)://...`, `databricks`, a database such as `postgresql://...`), or `--tracker-live` asks
 for it, each trial instead logs its own run while it trains, from its Ray worker: its params, every
 epoch's metrics (`EPOCH_METRICS`, the names of results.parquet) and the tags `model`, `node`,
-`trial_id`. After the sweep the driver logs the parent run and completes each trial's run (its outcome,
-its status, its parent), logging only what a trial could not (an infeasible trial, an epoch a failed
-logger missed); nothing is logged twice.
+`node_ip`, `node_id` (Ray's) and `trial_id`. After the sweep the driver logs the parent run and
+completes each trial's run (its outcome, its status, its parent), logging only what a trial could not
+(an infeasible trial, an epoch a failed logger missed); nothing is logged twice.
 
 A SQLite file (`--tracker mlflow`'s default, or a path) stays driver-side unless `--tracker-live`:
 SQLite takes one writer at a time, on one machine (on a network filesystem its locking is unreliable),
@@ -176,7 +176,8 @@ class TrialRun:
         from mlflow.entities import Param
 
         tags = {"model": model, "node": str(node.get("hostname") or node.get("node_ip") or "unknown"),
-                "node_ip": str(node.get("node_ip") or ""), "phase": "search"}
+                "node_ip": str(node.get("node_ip") or ""), "node_id": str(node.get("node_id") or ""),
+                "phase": "search"}
         params = dict(params)
         if (number := params.pop(OPTUNA_KEY, None)) is not None:  # a tag, as results.parquet keeps it apart
             tags[OPTUNA_KEY] = str(int(number))
