@@ -191,15 +191,7 @@ def sweep_log(exp_dir: str | Path) -> ExperimentLog:
         tid = str(trial_id)
         params = {c.removeprefix("config/"): _first(g[c]) for c in config_cols}
         first = g.iloc[0]
-        tags = {"model": str(first["model"]), "outcome": outcomes[tid].value,
-                "node": str(_first(g["hostname"]) or _first(g["node_ip"]) or "unknown"),
-                "node_ip": str(_first(g["node_ip"]) or ""), "trial_id": tid,
-                "node_id": str(_first(g["node_id"]) or "") if "node_id" in g else "",
-                "phase": str(first.get("phase", "search")), "ray_status": str(g["status"].iloc[-1])}
-        if _first(g["optuna_trial"]) is not None:
-            tags["optuna_trial"] = str(int(_first(g["optuna_trial"])))
-        if _first(g["error"]) is not None:
-            tags["error"] = str(_first(g["error"]))[:5000]
+        tags = _trial_tags(g, tid, outcomes[tid].value)
         steps = [Step(int(r["epoch"]), _finite({k: r[k] for k in EPOCH_METRICS if k in r}),
                       _timestamp(r.get("timestamp")))
                  for _, r in g.iterrows() if as_finite(r["epoch"]) > 0]
@@ -235,6 +227,21 @@ def sweep_log(exp_dir: str | Path) -> ExperimentLog:
                     started=min((r.started for r in runs if r.started is not None), default=None),
                     ended=max((r.ended for r in runs if r.ended is not None), default=None))
     return ExperimentLog(meta.name, "sweep", exp, runs, parent)
+
+
+def _trial_tags(g: Any, trial_id: str, outcome: str) -> dict[str, str]:
+    """A trial's tags from its rows of results.parquet: model, outcome, where it ran, Ray's status."""
+    first = g.iloc[0]
+    tags = {"model": str(first["model"]), "outcome": outcome,
+            "node": str(_first(g["hostname"]) or _first(g["node_ip"]) or "unknown"),
+            "node_ip": str(_first(g["node_ip"]) or ""), "trial_id": trial_id,
+            "node_id": str(_first(g["node_id"]) or "") if "node_id" in g else "",
+            "phase": str(first.get("phase", "search")), "ray_status": str(g["status"].iloc[-1])}
+    if _first(g["optuna_trial"]) is not None:
+        tags["optuna_trial"] = str(int(_first(g["optuna_trial"])))
+    if _first(g["error"]) is not None:
+        tags["error"] = str(_first(g["error"]))[:5000]
+    return tags
 
 
 def train_log(out_dir: str | Path) -> ExperimentLog:

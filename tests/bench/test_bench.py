@@ -259,7 +259,7 @@ def test_a_bench_cut_short_keeps_its_figures_beside_an_earlier_result(tmp_path, 
     import argparse
 
     from mmtune.bench import bench as bench_mod
-    from mmtune.bench import cli as bench_cli
+    from mmtune.cli import bench as bench_cli
 
     out, js = tmp_path / "bench.md", tmp_path / "bench.json"
     js.write_text('{"earlier": true}\n')

@@ -247,7 +247,8 @@ def test_bad_sweep_input_is_refused_before_ray_starts(name: str, storage: Path, 
     import re
 
     from mmtune.errors import MMTuneError
-    from mmtune.search import cli, tune_adapter
+    from mmtune.cli import search as cli
+    from mmtune.search import tune_adapter
 
     case = BAD[name]
 
