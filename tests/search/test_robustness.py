@@ -246,8 +246,8 @@ def test_bad_sweep_input_is_refused_before_ray_starts(name: str, storage: Path, 
     import argparse
     import re
 
-    from mmtune.errors import MMTuneError
     from mmtune.cli import search as cli
+    from mmtune.errors import MMTuneError
     from mmtune.search import tune_adapter
 
     case = BAD[name]
