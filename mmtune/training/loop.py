@@ -232,7 +232,9 @@ def fast_path(name: str, device: torch.device, fast: bool) -> bool:
     """Whether a trial of model `name` on `device` runs the fast path it asks for (`TrainConfig.fast`).
 
     On CUDA only models whose registry entry says it pays (`ModelEntry.cuda_fast`); simple_lstm does
-    not: measured slower with it on an H200 (docs/benchmarks.md, "On an NVIDIA H200").
+    not: measured slower with it on an H200 (docs/benchmarks.md, "On an NVIDIA H200"). Where it is
+    off, bf16 autocast, channels_last and compile are off; the parts that leave the numerics alone
+    (fused AdamW, data on the GPU, the loss read back every `SYNC_EVERY` steps) follow `fast` itself.
     """
     return fast and (device.type != "cuda" or get_entry(name).cuda_fast)
 
@@ -518,7 +520,7 @@ class Trainer:
             leave=False,
         )
         fast = self.fast
-        lazy = fast and self.device.type == "cuda"
+        lazy = self.trial.train.fast and self.device.type == "cuda"  # numerics-neutral: kept where fast_path is off
         running = torch.zeros((), device=self.device)  # sum of loss * batch size since the last sync
         timed = self.trial.train.time_budget_s is not None
         for step, (x, y) in enumerate(bar, 1):
