@@ -100,7 +100,8 @@ def _spread(n: int) -> list[int]:
     return sorted({round(i * (n - 1) / (_CHECK_MAX - 1)) for i in range(_CHECK_MAX)})
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """A finite int or float, not a bool."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -115,7 +116,7 @@ def parse_param(spec: Any, where: str) -> Param:
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in SPEC_KEYS:  # a list here is unhashable: no `in` on it
         raise MMTuneError(f"{where}.type must be one of {list(SPEC_KEYS)}, got {kind!r}")
-    _unknown(spec, sorted(SPEC_KEYS[kind]), where, f"{kind} spec key")
+    reject_unknown(spec, sorted(SPEC_KEYS[kind]), where, f"{kind} spec key")
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -132,7 +133,7 @@ def parse_param(spec: Any, where: str) -> Param:
     for key in ("low", "high"):
         if key not in spec:
             raise MMTuneError(f"{where}: a {kind} range needs `{key}`")
-        if not _is_number(spec[key]):
+        if not is_number(spec[key]):
             raise MMTuneError(f"{where}.{key} must be a finite number, got {spec[key]!r}")
     low, high, step, log = spec["low"], spec["high"], spec.get("step"), spec.get("log", False)
     if not isinstance(log, bool):
@@ -146,7 +147,7 @@ def parse_param(spec: Any, where: str) -> Param:
     if log and low <= 0:
         raise MMTuneError(f"{where}: log scale needs low > 0, got low {low}")
     if step is not None:
-        if not _is_number(step) or step <= 0:
+        if not is_number(step) or step <= 0:
             raise MMTuneError(f"{where}.step must be a positive number, got {step!r}")
         if log:
             raise MMTuneError(f"{where}: step and log cannot be combined (Optuna)")
@@ -157,7 +158,8 @@ def parse_param(spec: Any, where: str) -> Param:
     return Param(kind, low=low, high=high, step=step, log=log)
 
 
-def _unknown(mapping: dict[str, Any], known: Any, where: str, what: str) -> None:
+def reject_unknown(mapping: dict[str, Any], known: Any, where: str, what: str) -> None:
+    """One MMTuneError line naming the first key of `mapping` not in `known`, and what is known."""
     unknown = [k for k in mapping if k not in known]
     if unknown:
         raise MMTuneError(f"{where}: unknown {what} {unknown[0]!r}; expected one of {list(known)}")

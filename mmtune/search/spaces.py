@@ -59,9 +59,9 @@ from mmtune.models import config_fields, list_models
 from mmtune.search.params import (
     MAX_CHOICES,
     Param,
-    _is_number,
-    _unknown,
+    is_number,
     parse_param,
+    reject_unknown,
     sampled_params,
 )
 from mmtune.training.config import TrainConfig, TrialConfig, build_trial
@@ -250,7 +250,7 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
     """Validate a loaded YAML mapping and build its SearchSpace."""
     if not isinstance(raw, dict):
         raise MMTuneError(f"{where}: a search space is a mapping with keys {list(TOP_KEYS)}, got {type(raw).__name__}")
-    _unknown(raw, TOP_KEYS, where, "top-level key")
+    reject_unknown(raw, TOP_KEYS, where, "top-level key")
     known_models = list_models()
     sections_raw = raw.get("models") or {}
     if not isinstance(sections_raw, dict):
@@ -288,10 +288,10 @@ def _parse_data(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MMTuneError(f"{where}: data must be a mapping of DataConfig (or ArrayDataConfig) field to a fixed value")
     if any(data.get(k) for k in ARRAY_KEYS):  # an array file: its paths are read from the working folder
-        _unknown(data, [f.name for f in dataclasses.fields(ArrayDataConfig)], f"{where}: data", "key")
+        reject_unknown(data, [f.name for f in dataclasses.fields(ArrayDataConfig)], f"{where}: data", "key")
         data = absolute_paths(data)
     else:
-        _unknown(data, [f.name for f in dataclasses.fields(DataConfig)], f"{where}: data", "key")
+        reject_unknown(data, [f.name for f in dataclasses.fields(DataConfig)], f"{where}: data", "key")
     try:
         _ = make_data_config(data).spec  # an array file's header is read: a bad file is one line now
     except MMTuneError as exc:
@@ -303,7 +303,7 @@ def _parse_sweep(sweep: Any, where: str) -> dict[str, Any]:
     """The space's sweep section: its keys and the type of each value checked."""
     if not isinstance(sweep, dict):
         raise MMTuneError(f"{where}: sweep must be a mapping with some of {list(SWEEP_KEYS)}")
-    _unknown(sweep, SWEEP_KEYS, f"{where}: sweep", "key")
+    reject_unknown(sweep, SWEEP_KEYS, f"{where}: sweep", "key")
     for key, value in sweep.items():
         if key == "time_budget":
             from mmtune.search.budget import parse_duration
@@ -314,7 +314,7 @@ def _parse_sweep(sweep: Any, where: str) -> dict[str, Any]:
                 raise MMTuneError(f"{where}: sweep.time_budget: {exc}".replace("--time-budget ", "")) from None
             continue
         number = key in ("reduction_factor", "final_share")
-        if not _is_number(value) or (not number and not isinstance(value, int)):
+        if not is_number(value) or (not number and not isinstance(value, int)):
             raise MMTuneError(f"{where}: sweep.{key} must be {'a number' if number else 'an integer'}, "
                               f"got {value!r}")
         if key == "final_share" and not 0 <= value < 1:
@@ -334,7 +334,7 @@ def _parse_model_choice(
     if isinstance(spec, str):
         choices: Any = [spec]
     elif isinstance(spec, dict):
-        _unknown(spec, ("type", "choices", "weights"), f"{where}: model", "key")
+        reject_unknown(spec, ("type", "choices", "weights"), f"{where}: model", "key")
         if spec.get("type", "categorical") != "categorical":
             raise MMTuneError(f"{where}: model.type must be categorical, got {spec['type']!r}")
         choices = spec.get("choices")
@@ -350,7 +350,7 @@ def _parse_model_choice(
     if isinstance(spec, dict) and "weights" in spec:
         w = spec["weights"]
         if (not isinstance(w, list) or len(w) != len(choices)
-                or not all(_is_number(x) and not isinstance(x, bool) and x > 0 for x in w)):
+                or not all(is_number(x) and not isinstance(x, bool) and x > 0 for x in w)):
             raise MMTuneError(f"{where}: model.weights must be a list of {len(choices)} numbers > 0 "
                               f"(one per choice), got {w!r}")
         weights = tuple(float(x) for x in w)
