@@ -3,7 +3,7 @@
 `RecordingOptunaSearch` writes what Ray knows of each trial into its Optuna trial (the Ray id, the
 epoch of its value, its outcome); `BudgetLimiter` caps the concurrency and applies --time-budget's
 soft limit. Both are restored with a Ray experiment on --resume and reconciled with Ray's own
-trials there (`_Restoring`, `_ray_trials`). Split from tune_adapter, which runs the sweep.
+trials there (`Restoring`, `ray_trials_of`). Split from tune_adapter, which runs the sweep.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from mmtune.search.trial_log import METRIC
 TRIAL_DIR_PREFIX = "trial_"  # a trial's folder is this and its Ray trial id (tune_adapter.trial_dirname)
 
 
-class _Restoring:
+class Restoring:
     """The trials of the Ray experiment being restored (Ray trial id -> Optuna trial number), read
     by `run` before `fit`, for the searcher and limiter that Ray restores inside `fit`."""
 
@@ -41,7 +41,7 @@ class _Restoring:
 
 
 
-def _ray_trials(grid: Any) -> dict[str, int]:
+def ray_trials_of(grid: Any) -> dict[str, int]:
     """Ray trial id -> Optuna trial number, of every trial in a restored experiment."""
     out = {}
     for r in grid:
@@ -82,7 +82,7 @@ class RecordingOptunaSearch(OptunaSearch):
     def restore(self, checkpoint_path: str) -> None:
         """Load the saved searcher (on --resume), then make it agree with Ray's restored trials."""
         super().restore(checkpoint_path)
-        self.reconcile(_Restoring.trials)
+        self.reconcile(Restoring.trials)
 
     def reconcile(self, ray_trials: dict[str, int]) -> None:
         """Match the restored searcher to the trials Ray restored (Ray trial id -> Optuna number).
@@ -205,7 +205,7 @@ class BudgetLimiter(ConcurrencyLimiter):
         as live (a trial saved here that Ray lost would hold its slot forever), and the budget
         starts again."""
         super().set_state(state)
-        self.live_trials = {t for t in self.live_trials if t in _Restoring.trials}
+        self.live_trials = {t for t in self.live_trials if t in Restoring.trials}
         self.num_unfinished_live_trials = len(self.live_trials)
         if self.policy is not None:
             self.policy = BudgetPolicy(self.policy.budget_s)
@@ -214,7 +214,7 @@ class BudgetLimiter(ConcurrencyLimiter):
     def _claim(self, trial_id: str) -> None:
         # A restored Ray trial that this limiter had not saved as live is live again once Ray runs it.
         searcher = self.searcher
-        if (trial_id not in self.live_trials and trial_id in _Restoring.trials
+        if (trial_id not in self.live_trials and trial_id in Restoring.trials
                 and isinstance(searcher, RecordingOptunaSearch) and trial_id in searcher._ot_trials
                 and trial_id not in searcher._completed_trials):
             self.live_trials.add(trial_id)

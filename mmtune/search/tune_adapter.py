@@ -48,8 +48,8 @@ from mmtune.search.searcher import (
     TRIAL_DIR_PREFIX,
     BudgetLimiter,
     RecordingOptunaSearch,
-    _ray_trials,
-    _Restoring,
+    Restoring,
+    ray_trials_of,
 )
 from mmtune.search.spaces import SearchSpace, Suggest
 from mmtune.search.tracking import LiveMLflow, TrialRun
@@ -393,7 +393,7 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
     if resume:
         tuner = tune.Tuner.restore(exp_path, trainable=_trainable(settings, spec),
                                    resume_unfinished=True, resume_errored=True)
-        restored = _ray_trials(tuner.get_results())
+        restored = ray_trials_of(tuner.get_results())
     else:
         limiter = BudgetLimiter(_searcher(settings, spec), settings.max_concurrent, settings.budget_s)
         tuner = tune.Tuner(
@@ -407,7 +407,7 @@ def run(settings: TuneSettings, spec: RunSpec, resume: bool = False) -> TuneOutc
         )
     interrupted, t0 = False, time.time()
     try:
-        with _Restoring.these(restored if resume else {}):
+        with Restoring.these(restored if resume else {}):
             grid = tuner.fit()
     except KeyboardInterrupt:
         interrupted = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from mmtune.search.searcher import BudgetLimiter, RecordingOptunaSearch, _Restoring
+from mmtune.search.searcher import BudgetLimiter, RecordingOptunaSearch, Restoring
 
 SPACE = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
@@ -40,7 +40,7 @@ def crashed(tmp_path):
     for trial_id in ("b", "d"):
         assert limiter.suggest(trial_id) is not None
     restored = BudgetLimiter(_searcher(db), max_concurrent=2, budget_s=None)  # as Ray unpickles it
-    with _Restoring.these({"a": 0, "b": 2}):  # as run() reads Ray's restored trials
+    with Restoring.these({"a": 0, "b": 2}):  # as run() reads Ray's restored trials
         restored.set_state(state)  # Ray's SearchGenerator.restore_from_dir: wrappers, then the searcher
         restored.searcher.restore(str(saved))
         yield restored, optuna.load_study(study_name="s", storage=db)
@@ -48,7 +48,7 @@ def crashed(tmp_path):
 
 def test_each_ray_trial_reaches_its_optuna_trial_and_the_lost_ones_fail(crashed) -> None:
     limiter, study = crashed
-    with _Restoring.these({"a": 0, "b": 2}):
+    with Restoring.these({"a": 0, "b": 2}):
         assert limiter.live_trials == {"a"}  # c, which Ray lost, holds no slot
         for trial_id, value in (("b", 3.0), ("a", 4.0)):
             limiter.on_trial_result(trial_id, _result(value, 1))
@@ -65,7 +65,7 @@ def test_each_ray_trial_reaches_its_optuna_trial_and_the_lost_ones_fail(crashed)
 
 def test_a_ray_trial_that_fails_after_the_restore_fails_its_optuna_trial(crashed) -> None:
     limiter, study = crashed
-    with _Restoring.these({"a": 0, "b": 2}):
+    with Restoring.these({"a": 0, "b": 2}):
         limiter.on_trial_complete("b", error=True)  # no result: Ray gives the trial id alone
     assert study.trials[2].state == optuna.trial.TrialState.FAIL and study.trials[2].user_attrs["errored"]
 
@@ -76,6 +76,6 @@ def test_the_budget_counts_again_from_the_resume(tmp_path) -> None:
     assert limiter.policy is not None and limiter.suggest("a") is not None
     limiter.policy.start = 0.0  # a budget spent long ago
     restored = BudgetLimiter(_searcher(db), max_concurrent=1, budget_s=60)
-    with _Restoring.these({"a": 0}):
+    with Restoring.these({"a": 0}):
         restored.set_state(limiter.get_state())
     assert restored.policy is not None and restored.policy.start is None and restored.started == {}
